@@ -1,0 +1,74 @@
+package pack
+
+import (
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
+	"github.com/bulwarkbackup/bulwark/chunkstore/crypto"
+)
+
+// MaxBlob bounds a blob's plaintext; larger claims are damage.
+const MaxBlob = 64 << 20
+
+// Codec turns plaintext blobs into sealed ones and back. It is safe for
+// concurrent use.
+type Codec struct {
+	key *crypto.Key
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+// NewCodec returns a codec that compresses at level and seals with k.
+func NewCodec(k *crypto.Key, level zstd.EncoderLevel) (*Codec, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlob))
+	if err != nil {
+		return nil, fmt.Errorf("zstd decoder: %w", err)
+	}
+	return &Codec{key: k, enc: enc, dec: dec}, nil
+}
+
+// Key returns the key the codec seals with.
+func (c *Codec) Key() *crypto.Key { return c.key }
+
+// Seal compresses plain when that makes it smaller and seals it. The entry's
+// Offset and Length are set when the blob is added to a pack.
+func (c *Codec) Seal(t blob.Type, id blob.ID, plain []byte) (Entry, []byte) {
+	e := Entry{Type: t, ID: id, RawLength: uint32(len(plain))}
+	body := plain
+	if z := c.enc.EncodeAll(plain, make([]byte, 0, len(plain))); len(z) < len(plain) {
+		body, e.Compressed = z, true
+	}
+	return e, c.key.Seal(make([]byte, 0, len(body)+crypto.Overhead), body, BlobAD(t, id))
+}
+
+// Open authenticates, decrypts and decompresses a sealed blob, and checks
+// that its plaintext hashes to its ID.
+func (c *Codec) Open(e Entry, sealed []byte) ([]byte, error) {
+	if e.RawLength > MaxBlob {
+		return nil, fmt.Errorf("blob %s: length %d exceeds the limit", e.ID.Short(), e.RawLength)
+	}
+	body, err := c.key.Open(nil, sealed, BlobAD(e.Type, e.ID))
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", e.ID.Short(), err)
+	}
+	plain := body
+	if e.Compressed {
+		plain, err = c.dec.DecodeAll(body, make([]byte, 0, e.RawLength))
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: decompress: %w", e.ID.Short(), err)
+		}
+	}
+	if len(plain) != int(e.RawLength) {
+		return nil, fmt.Errorf("blob %s: length %d, index says %d", e.ID.Short(), len(plain), e.RawLength)
+	}
+	if c.key.ID(plain) != e.ID {
+		return nil, fmt.Errorf("blob %s: content does not match its ID", e.ID.Short())
+	}
+	return plain, nil
+}

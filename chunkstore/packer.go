@@ -1,0 +1,146 @@
+package chunkstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
+	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
+	"github.com/bulwarkbackup/bulwark/chunkstore/index"
+	"github.com/bulwarkbackup/bulwark/chunkstore/pack"
+)
+
+// packer gathers sealed blobs of every backup in the process into packs.
+// A full pack is saved by the goroutine whose blob filled it, so saving
+// overlaps with the other workers' chunking. A pack's blobs are indexed only
+// once it is durable, and only then leave the in-flight set.
+type packer struct {
+	s       *Store
+	mu      sync.Mutex
+	w       *pack.Writer
+	pending sync.WaitGroup
+	err     error // first save failure; the store takes no more blobs
+}
+
+func newPacker(s *Store) *packer { return &packer{s: s} }
+
+// claim reports whether the caller should store blob id: it is neither
+// indexed nor being stored by someone else. A claimed blob must be added.
+func (s *Store) claim(id blob.ID) (bool, error) {
+	s.mu.Lock()
+	if _, ok := s.inflight[id]; ok {
+		s.mu.Unlock()
+		return false, nil
+	}
+	s.inflight[id] = struct{}{}
+	s.mu.Unlock()
+	_, found, err := s.idx.Lookup(id)
+	if found || err != nil {
+		s.release([]pack.Entry{{ID: id}})
+		return false, err
+	}
+	return true, nil
+}
+
+func (s *Store) release(entries []pack.Entry) {
+	s.mu.Lock()
+	for _, e := range entries {
+		delete(s.inflight, e.ID)
+	}
+	s.mu.Unlock()
+}
+
+// add appends a sealed blob, saving the pack if that filled it.
+func (p *packer) add(ctx context.Context, e pack.Entry, sealed []byte) error {
+	p.mu.Lock()
+	if p.err != nil {
+		p.mu.Unlock()
+		p.s.release([]pack.Entry{e})
+		return p.err
+	}
+	if p.w == nil {
+		p.w = pack.NewWriter(p.s.cfg.Params.PackSize)
+	}
+	p.w.Add(e, sealed)
+	var full *pack.Writer
+	if p.w.Size() >= p.s.cfg.Params.PackSize {
+		full, p.w = p.w, nil
+		p.pending.Add(1)
+	}
+	p.mu.Unlock()
+	if full == nil {
+		return nil
+	}
+	defer p.pending.Done()
+	return p.save(ctx, full)
+}
+
+func (p *packer) save(ctx context.Context, w *pack.Writer) error {
+	data, id, entries := w.Finish(p.s.key)
+	err := p.s.be.Save(ctx, backend.Handle{Kind: backend.Packs, Name: id.String()}, data)
+	if err == nil {
+		err = p.s.idx.AddPack(id, int64(len(data)), entries)
+	}
+	p.s.release(entries)
+	if err != nil {
+		err = fmt.Errorf("save pack %s: %w", id.Short(), err)
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = err
+		}
+		p.mu.Unlock()
+		return err
+	}
+	p.s.log.Debug("pack saved", "pack", id.Short(), "bytes", len(data), "blobs", len(entries))
+	return nil
+}
+
+// flush saves the open pack and waits for every pack being saved: after it
+// returns nil, every blob added before the call is durable and indexed.
+func (p *packer) flush(ctx context.Context) error {
+	p.mu.Lock()
+	w := p.w
+	p.w = nil
+	if w != nil && w.Count() > 0 {
+		p.pending.Add(1)
+	} else {
+		w = nil
+	}
+	p.mu.Unlock()
+	if w != nil {
+		err := p.save(ctx, w)
+		p.pending.Done()
+		if err != nil {
+			return err
+		}
+	}
+	p.pending.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// loadBlob reads, opens and verifies an indexed blob.
+func (s *Store) loadBlob(ctx context.Context, id blob.ID) ([]byte, error) {
+	loc, found, err := s.idx.Lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("blob %s is not in the index", id.Short())
+	}
+	return s.loadAt(ctx, loc)
+}
+
+func (s *Store) loadAt(ctx context.Context, loc index.Location) ([]byte, error) {
+	sealed, err := s.be.Load(ctx, backend.Handle{Kind: backend.Packs, Name: loc.Pack.String()}, int64(loc.Offset), int(loc.Length))
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", loc.ID.Short(), err)
+	}
+	plain, err := s.codec.Open(loc.Entry, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", loc.Pack.Short(), err)
+	}
+	return plain, nil
+}

@@ -1,0 +1,252 @@
+// Package chunkstore is Bulwark's deduplicating store: disks are cut into
+// content-defined chunks, each kept once, compressed and sealed, in packs on
+// a backend; a badger index finds them; restore points are manifests whose
+// disk maps say which chunk holds which bytes.
+//
+// Write order makes every store crash-safe: a pack is durable before its
+// blobs are indexed, and a point's manifest is written last, when everything
+// it names is durable. A crash leaves at most packs that no point uses, and
+// an index that lags behind the packs is brought up to date on open.
+package chunkstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/restic/chunker"
+
+	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
+	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
+	"github.com/bulwarkbackup/bulwark/chunkstore/crypto"
+	"github.com/bulwarkbackup/bulwark/chunkstore/index"
+	"github.com/bulwarkbackup/bulwark/chunkstore/pack"
+)
+
+// Store is an open store. Its methods are safe for concurrent use.
+type Store struct {
+	be     backend.Backend
+	key    *crypto.Key
+	codec  *pack.Codec
+	cfg    *config
+	idx    *index.Index
+	log    *slog.Logger
+	unlock func() error
+	packer *packer
+	cache  *chunkCache
+
+	mu       sync.Mutex
+	inflight map[blob.ID]struct{} // claimed by a backup, pack not yet indexed
+}
+
+// InitOptions configure a new store.
+type InitOptions struct {
+	Password []byte
+	Params   Params           // zero value: DefaultParams
+	KDF      crypto.KDFParams // zero value: crypto.DefaultKDF
+}
+
+// ErrExists is returned by Init for a store that already exists.
+var ErrExists = errors.New("a store already exists there")
+
+// Init creates a store on be: a random master key wrapped with the password,
+// and a sealed configuration with a random chunker polynomial.
+func Init(ctx context.Context, be backend.Backend, opts InitOptions) error {
+	if _, err := be.Stat(ctx, backend.Handle{Kind: backend.Config, Name: "config"}); err == nil {
+		return fmt.Errorf("init %s: %w", be.Location(), ErrExists)
+	}
+	p := opts.Params
+	if p == (Params{}) {
+		p = DefaultParams()
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	kdf := opts.KDF
+	if kdf == (crypto.KDFParams{}) {
+		kdf = crypto.DefaultKDF
+	}
+	key, err := crypto.NewKey()
+	if err != nil {
+		return err
+	}
+	pol, err := chunker.RandomPolynomial()
+	if err != nil {
+		return fmt.Errorf("init: chunker polynomial: %w", err)
+	}
+	var rid [16]byte
+	if _, err := rand.Read(rid[:]); err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	kf, err := crypto.Wrap(key, opts.Password, kdf, host)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	kb, err := kf.Marshal()
+	if err != nil {
+		return err
+	}
+	cb, err := json.Marshal(config{Version: storeVersion, ID: hex.EncodeToString(rid[:]), Polynomial: pol, Params: p})
+	if err != nil {
+		return err
+	}
+	kid := key.ID(kb)
+	if err := be.Save(ctx, backend.Handle{Kind: backend.Keys, Name: kid.String()}, kb); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	// The config is written last: a store exists once its config does.
+	if err := be.Save(ctx, backend.Handle{Kind: backend.Config, Name: "config"}, key.Seal(nil, cb, configAD)); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	return nil
+}
+
+// Options configure Open.
+type Options struct {
+	Password []byte
+	// IndexDir holds the badger index. Empty means "index" inside a local
+	// backend's directory.
+	IndexDir string
+	Logger   *slog.Logger
+	// Purpose is recorded in the lock, for whoever finds the store busy.
+	Purpose string
+	// CacheBytes bounds the chunk cache of readers; 0 means 64 MiB.
+	CacheBytes int64
+}
+
+// Open opens the store on be for exclusive use: the backend's lock is held
+// until Close, and a second opener gets an error naming the holder.
+func Open(ctx context.Context, be backend.Backend, opts Options) (_ *Store, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	host, _ := os.Hostname()
+	unlock, err := be.Lock(ctx, backend.LockInfo{PID: os.Getpid(), Host: host, Since: time.Now().UTC(), What: opts.Purpose})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = unlock()
+		}
+	}()
+	sealedCfg, err := be.Load(ctx, backend.Handle{Kind: backend.Config, Name: "config"}, 0, -1)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, fmt.Errorf("open %s: no store there (run \"bulwark store init\" first)", be.Location())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", be.Location(), err)
+	}
+	key, err := unwrapKey(ctx, be, opts.Password)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", be.Location(), err)
+	}
+	cb, err := key.Open(nil, sealedCfg, configAD)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: config: %w", be.Location(), err)
+	}
+	cfg, err := decodeConfig(cb)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", be.Location(), err)
+	}
+	codec, err := pack.NewCodec(key, zstd.EncoderLevel(cfg.Params.ZstdLevel))
+	if err != nil {
+		return nil, err
+	}
+	dir := opts.IndexDir
+	if dir == "" {
+		l, ok := be.(*backend.Local)
+		if !ok {
+			return nil, errors.New("open: an index directory is needed for a non-local backend")
+		}
+		dir = filepath.Join(l.Dir(), "index")
+	}
+	idx, err := index.Open(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	cacheBytes := opts.CacheBytes
+	if cacheBytes <= 0 {
+		cacheBytes = 64 << 20
+	}
+	s := &Store{
+		be: be, key: key, codec: codec, cfg: cfg, idx: idx, log: log, unlock: unlock,
+		inflight: make(map[blob.ID]struct{}),
+		cache:    newChunkCache(cacheBytes),
+	}
+	s.packer = newPacker(s)
+	if err := s.reconcile(ctx); err != nil {
+		_ = idx.Close()
+		return nil, fmt.Errorf("open %s: %w", be.Location(), err)
+	}
+	return s, nil
+}
+
+func unwrapKey(ctx context.Context, be backend.Backend, password []byte) (*crypto.Key, error) {
+	var names []string
+	if err := be.List(ctx, backend.Keys, func(name string, _ int64) error {
+		names = append(names, name)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, errors.New("store has no key files")
+	}
+	var lastErr error = crypto.ErrWrongPassword
+	for _, n := range names {
+		h := backend.Handle{Kind: backend.Keys, Name: n}
+		size, err := be.Stat(ctx, h)
+		if err == nil && size > 64<<10 {
+			err = fmt.Errorf("key file %s: %d bytes is too large", n, size)
+		}
+		var b []byte
+		if err == nil {
+			b, err = be.Load(ctx, h, 0, -1)
+		}
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		kf, err := crypto.ParseKeyFile(b)
+		if err != nil {
+			lastErr = fmt.Errorf("key %s: %w", n, err)
+			continue
+		}
+		k, err := kf.Unwrap(password)
+		if err == nil {
+			return k, nil
+		}
+		if !errors.Is(err, crypto.ErrWrongPassword) {
+			lastErr = fmt.Errorf("key %s: %w", n, err)
+		}
+	}
+	return nil, lastErr
+}
+
+// Close flushes nothing (points are committed explicitly), closes the index
+// and releases the lock.
+func (s *Store) Close() error {
+	err := s.idx.Close()
+	if uerr := s.unlock(); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// Params returns the store's parameters.
+func (s *Store) Params() Params { return s.cfg.Params }
+
+// Location says where the store is.
+func (s *Store) Location() string { return s.be.Location() }

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bulwarkbackup/bulwark/chunkstore"
+	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
+)
+
+func (a *app) imageCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Back up and restore raw disk images and block devices"}
+	cmd.AddCommand(a.imageBackupCommand(), a.imageRestoreCommand())
+	return cmd
+}
+
+// backupSummary is what "image backup --json" prints.
+type backupSummary struct {
+	Point       string  `json:"point"`
+	Source      string  `json:"source"`
+	Parent      string  `json:"parent,omitempty"`
+	FullRead    string  `json:"full_read,omitempty"`
+	Size        int64   `json:"size"`
+	BytesRead   int64   `json:"bytes_read"`
+	BytesNew    int64   `json:"bytes_new"`
+	BytesStored int64   `json:"bytes_stored"`
+	Chunks      int64   `json:"chunks"`
+	NewChunks   int64   `json:"new_chunks"`
+	Seconds     float64 `json:"seconds"`
+}
+
+func (a *app) imageBackupCommand() *cobra.Command {
+	var source, parent, changed string
+	cmd := &cobra.Command{
+		Use:   "backup IMAGE",
+		Short: "Back up a raw image file or block device as a new point",
+		Long: `Back up IMAGE as a new restore point of --source.
+
+With --parent and --changed, only the areas listed in FILE (one "OFFSET LENGTH"
+per line, decimal bytes) are read, widened to the parent's chunk boundaries;
+the rest of the parent is kept. With --parent alone, the whole image is read
+and deduplicated against the parent. Prints the new point's ID last.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			start := time.Now()
+			if changed != "" && parent == "" {
+				return errors.New("--changed needs --parent: changed areas are relative to a parent point")
+			}
+			if source == "" {
+				return errors.New("--source is required: it names what the image is a backup of")
+			}
+			img, err := openImage(args[0])
+			if err != nil {
+				return err
+			}
+			defer img.Close()
+			s, err := a.openStore(ctx, "image backup")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+
+			opts := chunkstore.BackupOptions{Source: chunkstore.Source{Name: source}, Consistency: "image"}
+			spec := chunkstore.DiskSpec{Label: img.name, Reader: img.f, Size: img.size}
+			if parent != "" {
+				pid, err := s.ResolvePoint(ctx, parent)
+				if err != nil {
+					return fmt.Errorf("--parent: %w", err)
+				}
+				opts.Parent = &pid
+			}
+			if changed != "" {
+				f, err := os.Open(changed)
+				if err != nil {
+					return fmt.Errorf("--changed: %w", err)
+				}
+				spec.Changed, err = diskmap.ParseAreas(f, img.size)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("--changed %s: %w", changed, err)
+				}
+			} else if spec.Allocated, err = img.allocated(); err != nil {
+				return err
+			}
+			bar := newProgress(a.stderr, "backup")
+			spec.Progress = bar.update
+			b, err := s.NewBackup(ctx, opts)
+			if err != nil {
+				return err
+			}
+			dst, err := b.AddDisk(ctx, spec)
+			bar.finish()
+			if err != nil {
+				return err
+			}
+			pt, err := b.Commit(ctx)
+			if err != nil {
+				return err
+			}
+			sum := backupSummary{
+				Point: pt.ID.String(), Source: source, FullRead: pt.Disks[0].FullRead, Size: img.size,
+				BytesRead: dst.BytesRead, BytesNew: dst.BytesNew, BytesStored: pt.Stats.BytesStored,
+				Chunks: dst.Chunks, NewChunks: dst.NewChunks, Seconds: time.Since(start).Seconds(),
+			}
+			if opts.Parent != nil {
+				sum.Parent = opts.Parent.String()
+			}
+			if a.jsonOut {
+				return printJSON(a.stdout, sum)
+			}
+			fmt.Fprintf(a.stdout, "read %s, new %s, stored %s in %.1fs\n",
+				formatBytes(sum.BytesRead), formatBytes(sum.BytesNew), formatBytes(sum.BytesStored), sum.Seconds)
+			fmt.Fprintln(a.stdout, sum.Point)
+			return nil
+		},
+	}
+	a.storeFlags(cmd)
+	a.jsonFlag(cmd, "print a JSON summary instead of the point ID")
+	cmd.Flags().StringVar(&source, "source", "", "name of what is backed up; points are grouped by it (required)")
+	cmd.Flags().StringVar(&parent, "parent", "", "point this backup is an incremental of (ID, prefix or \"latest\")")
+	cmd.Flags().StringVar(&changed, "changed", "", "file listing the areas changed since --parent")
+	return cmd
+}
+
+func (a *app) imageRestoreCommand() *cobra.Command {
+	var disk int
+	cmd := &cobra.Command{
+		Use:   "restore POINT OUTPUT",
+		Short: "Restore a disk of a point to an image file or block device",
+		Long: `Restore disk --disk of POINT to OUTPUT, bit-exact. A regular file is created
+(or truncated) and written sparse, with holes where the disk is zero; a block
+device is written whole.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			s, err := a.openStore(ctx, "image restore")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			pid, err := s.ResolvePoint(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			p, err := s.LoadPoint(ctx, pid)
+			if err != nil {
+				return err
+			}
+			d, err := p.Disk(disk)
+			if err != nil {
+				return err
+			}
+			out, sparse, err := createOutput(args[1], d.Capacity)
+			if err != nil {
+				return err
+			}
+			bar := newProgress(a.stderr, "restore")
+			err = s.RestoreDisk(ctx, pid, disk, out, chunkstore.RestoreOptions{Sparse: sparse, Progress: bar.update})
+			bar.finish()
+			if err == nil {
+				err = out.Sync()
+			}
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("restore to %s: %w", args[1], err)
+			}
+			fmt.Fprintf(a.stdout, "restored point %s disk %d (%s) to %s\n", pid.Short(), disk, formatBytes(d.Capacity), args[1])
+			return nil
+		},
+	}
+	a.storeFlags(cmd)
+	cmd.Flags().IntVar(&disk, "disk", 0, "index of the disk to restore")
+	return cmd
+}
+
+// createOutput opens a restore target: a regular file is truncated to size
+// (so untouched ranges are holes) or a block device of at least size bytes.
+func createOutput(path string, size int64) (*os.File, bool, error) {
+	fi, err := os.Stat(path)
+	if err == nil && fi.Mode()&os.ModeDevice != 0 {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, false, fmt.Errorf("open %s: %w", path, err)
+		}
+		devSize, err := f.Seek(0, 2)
+		if err != nil || devSize < size {
+			f.Close()
+			return nil, false, fmt.Errorf("device %s holds %d bytes, the disk needs %d", path, devSize, size)
+		}
+		return f, false, nil
+	}
+	if err == nil && !fi.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("%s is neither a regular file nor a block device", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, false, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, false, fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("size %s: %w", path, err)
+	}
+	return f, true, nil
+}
+
+func (a *app) pointsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "points",
+		Short: "List restore points",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			s, err := a.openStore(ctx, "points")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			points, err := s.Points(ctx)
+			if err != nil {
+				return err
+			}
+			type row struct {
+				ID       string    `json:"id"`
+				Source   string    `json:"source"`
+				Time     time.Time `json:"time"`
+				Parent   string    `json:"parent,omitempty"`
+				Disks    int       `json:"disks"`
+				Size     int64     `json:"size"`
+				Data     int64     `json:"data_bytes"`
+				Stored   int64     `json:"bytes_stored"`
+				FullRead bool      `json:"full_read"`
+			}
+			rows := make([]row, 0, len(points))
+			for _, p := range points {
+				r := row{ID: p.ID.String(), Source: p.Source.Name, Time: p.Time, Disks: len(p.Disks), Stored: p.Stats.BytesStored}
+				if p.Parent != nil {
+					r.Parent = p.Parent.String()
+				}
+				for _, d := range p.Disks {
+					r.Size += d.Capacity
+					r.Data += d.DataBytes
+					r.FullRead = r.FullRead || d.FullRead != ""
+				}
+				rows = append(rows, r)
+			}
+			if a.jsonOut {
+				return printJSON(a.stdout, rows)
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "ID\tSOURCE\tTIME\tSIZE\tDATA\tSTORED\tKIND")
+			for _, r := range rows {
+				kind := "incremental"
+				if r.FullRead {
+					kind = "full"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:16], r.Source, r.Time.Local().Format(time.DateTime),
+					formatBytes(r.Size), formatBytes(r.Data), formatBytes(r.Stored), kind)
+			}
+			return tw.Flush()
+		},
+	}
+	a.storeFlags(cmd)
+	a.jsonFlag(cmd, "print a JSON array")
+	return cmd
+}
+
+func (a *app) statsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Show what a store holds and how well it deduplicates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			s, err := a.openStore(ctx, "stats")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			st, err := s.Stats(ctx)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return printJSON(a.stdout, st)
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintf(tw, "points\t%d\n", st.Points)
+			fmt.Fprintf(tw, "logical bytes\t%s\n", formatBytes(st.LogicalBytes))
+			fmt.Fprintf(tw, "data bytes (not zero)\t%s\n", formatBytes(st.DataBytes))
+			fmt.Fprintf(tw, "unique bytes\t%s\n", formatBytes(st.UniqueBytes))
+			fmt.Fprintf(tw, "stored bytes\t%s\n", formatBytes(st.StoredBytes))
+			fmt.Fprintf(tw, "dedup ratio\t%.2f\n", st.DedupRatio)
+			fmt.Fprintf(tw, "compression ratio\t%.2f\n", st.CompressionRatio)
+			fmt.Fprintf(tw, "chunks\t%d\n", st.Chunks)
+			fmt.Fprintf(tw, "map pages\t%d\n", st.MapPages)
+			fmt.Fprintf(tw, "packs\t%d\n", st.Packs)
+			return tw.Flush()
+		},
+	}
+	a.storeFlags(cmd)
+	a.jsonFlag(cmd, "print a JSON object")
+	return cmd
+}
+
+
+func printJSON(w interface{ Write([]byte) (int, error) }, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
