@@ -253,7 +253,11 @@ func (x *Index) scan(prefix byte, fn func(k, v []byte) error) error {
 // its info lines narrate compactions nobody needs to read.
 type badgerLogger struct{ log *slog.Logger }
 
-func (l badgerLogger) Errorf(f string, a ...any)   { l.log.Error(fmt.Sprintf(f, a...), "component", "index") }
-func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn(fmt.Sprintf(f, a...), "component", "index") }
-func (l badgerLogger) Infof(string, ...any)        {}
-func (l badgerLogger) Debugf(string, ...any)       {}
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(fmt.Sprintf(f, a...), "component", "index")
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(fmt.Sprintf(f, a...), "component", "index")
+}
+func (l badgerLogger) Infof(string, ...any)  {}
+func (l badgerLogger) Debugf(string, ...any) {}

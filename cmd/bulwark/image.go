@@ -314,7 +314,6 @@ func (a *app) statsCommand() *cobra.Command {
 	return cmd
 }
 
-
 func printJSON(w interface{ Write([]byte) (int, error) }, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
