@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -19,10 +20,14 @@ import (
 
 // Key prefixes. One byte each, so the namespaces sort apart.
 const (
-	prefixBlob  = 'b' // blob ID -> location
-	prefixPack  = 'k' // pack ID -> size, blob count
-	prefixPoint = 'p' // point ID -> catalogue entry (JSON)
+	prefixBlob  = 'b' // blob ID -> pack number, location in the pack
+	prefixPack  = 'k' // pack ID -> pack number, size, blob count
+	prefixPoint = 'p' // point ID -> sealed catalogue entry
 )
+
+// Blob entries name their pack by a small number rather than its 32-byte ID:
+// entries are most of the index, and their size is what its memory and disk
+// use grow with. The numbers of all packs are held in memory.
 
 // Location says where a blob is.
 type Location struct {
@@ -33,6 +38,11 @@ type Location struct {
 // Index is the badger-backed index.
 type Index struct {
 	db *badger.DB
+
+	mu      sync.Mutex
+	packs   map[uint32]blob.ID // pack number -> pack ID
+	numbers map[blob.ID]uint32
+	next    uint32
 }
 
 // Open opens or creates the index in dir.
@@ -58,7 +68,16 @@ func Open(dir string, log *slog.Logger) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	return &Index{db: db}, nil
+	x := &Index{db: db, packs: map[uint32]blob.ID{}, numbers: map[blob.ID]uint32{}, next: 1}
+	if err := x.Packs(func(p PackInfo) error {
+		x.packs[p.number], x.numbers[p.ID] = p.ID, p.number
+		x.next = max(x.next, p.number+1)
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return x, nil
 }
 
 // Close closes the index.
@@ -70,9 +89,9 @@ func pointKey(id blob.ID) []byte {
 	return append([]byte{prefixPoint}, id[:]...)
 }
 
-func encodeLocation(p blob.ID, e pack.Entry) []byte {
-	b := make([]byte, 0, 32+2+3*binary.MaxVarintLen32)
-	b = append(b, p[:]...)
+func encodeLocation(pack uint32, e pack.Entry) []byte {
+	b := make([]byte, 0, 2+4*binary.MaxVarintLen32)
+	b = binary.AppendUvarint(b, uint64(pack))
 	var flags byte
 	if e.Compressed {
 		flags = 1
@@ -83,14 +102,20 @@ func encodeLocation(p blob.ID, e pack.Entry) []byte {
 	return binary.AppendUvarint(b, uint64(e.RawLength))
 }
 
-func decodeLocation(id blob.ID, b []byte) (Location, error) {
+func (x *Index) decodeLocation(id blob.ID, b []byte) (Location, error) {
 	var l Location
-	if len(b) < 34+3 {
+	num, n := binary.Uvarint(b)
+	if n <= 0 || len(b) < n+2 {
 		return l, fmt.Errorf("index entry for blob %s: truncated", id.Short())
 	}
-	copy(l.Pack[:], b)
-	l.ID, l.Type, l.Compressed = id, blob.Type(b[32]), b[33] == 1
-	b = b[34:]
+	x.mu.Lock()
+	p, ok := x.packs[uint32(num)]
+	x.mu.Unlock()
+	if !ok {
+		return l, fmt.Errorf("index entry for blob %s: unknown pack number %d", id.Short(), num)
+	}
+	l.Pack, l.ID, l.Type, l.Compressed = p, id, blob.Type(b[n]), b[n+1] == 1
+	b = b[n+2:]
 	var v [3]uint32
 	for i := range v {
 		x, n := binary.Uvarint(b)
@@ -117,7 +142,7 @@ func (x *Index) Lookup(id blob.ID) (Location, bool, error) {
 		}
 		found = true
 		return item.Value(func(v []byte) error {
-			loc, err = decodeLocation(id, v)
+			loc, err = x.decodeLocation(id, v)
 			return err
 		})
 	})
@@ -129,14 +154,23 @@ func (x *Index) Lookup(id blob.ID) (Location, bool, error) {
 
 // AddPack records a pack and all its blobs, in one batch.
 func (x *Index) AddPack(id blob.ID, size int64, entries []pack.Entry) error {
+	x.mu.Lock()
+	num, ok := x.numbers[id]
+	if !ok {
+		num = x.next
+		x.next++
+		x.packs[num], x.numbers[id] = id, num
+	}
+	x.mu.Unlock()
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, e := range entries {
-		if err := wb.Set(blobKey(e.ID), encodeLocation(id, e)); err != nil {
+		if err := wb.Set(blobKey(e.ID), encodeLocation(num, e)); err != nil {
 			return fmt.Errorf("index pack %s: %w", id.Short(), err)
 		}
 	}
-	v := binary.AppendUvarint(nil, uint64(size))
+	v := binary.AppendUvarint(nil, uint64(num))
+	v = binary.AppendUvarint(v, uint64(size))
 	v = binary.AppendUvarint(v, uint64(len(entries)))
 	if err := wb.Set(packKey(id), v); err != nil {
 		return fmt.Errorf("index pack %s: %w", id.Short(), err)
@@ -149,9 +183,10 @@ func (x *Index) AddPack(id blob.ID, size int64, entries []pack.Entry) error {
 
 // PackInfo is what the index knows of a pack.
 type PackInfo struct {
-	ID    blob.ID
-	Size  int64
-	Blobs int
+	ID     blob.ID
+	Size   int64
+	Blobs  int
+	number uint32
 }
 
 // Packs calls fn for every indexed pack.
@@ -159,12 +194,15 @@ func (x *Index) Packs(fn func(PackInfo) error) error {
 	return x.scan(prefixPack, func(k, v []byte) error {
 		var p PackInfo
 		copy(p.ID[:], k[1:])
-		size, n := binary.Uvarint(v)
-		count, m := binary.Uvarint(v[max(n, 0):])
-		if n <= 0 || m <= 0 {
-			return fmt.Errorf("index entry for pack %s: bad value", p.ID.Short())
+		var f [3]uint64
+		for i := range f {
+			x, n := binary.Uvarint(v)
+			if n <= 0 || (i == 0 && (x == 0 || x > 1<<32-1)) {
+				return fmt.Errorf("index entry for pack %s: bad value", p.ID.Short())
+			}
+			f[i], v = x, v[n:]
 		}
-		p.Size, p.Blobs = int64(size), int(count)
+		p.number, p.Size, p.Blobs = uint32(f[0]), int64(f[1]), int(f[2])
 		return fn(p)
 	})
 }
@@ -174,7 +212,7 @@ func (x *Index) Blobs(fn func(Location) error) error {
 	return x.scan(prefixBlob, func(k, v []byte) error {
 		var id blob.ID
 		copy(id[:], k[1:])
-		l, err := decodeLocation(id, v)
+		l, err := x.decodeLocation(id, v)
 		if err != nil {
 			return err
 		}
@@ -194,9 +232,13 @@ func (x *Index) ForgetPacks(gone map[blob.ID]bool) error {
 	if err != nil {
 		return err
 	}
+	x.mu.Lock()
 	for p := range gone {
 		keys = append(keys, packKey(p))
+		delete(x.packs, x.numbers[p])
+		delete(x.numbers, p)
 	}
+	x.mu.Unlock()
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, k := range keys {
