@@ -83,7 +83,7 @@ func decodeConfig(b []byte) (*config, error) {
 	if c.Version != storeVersion {
 		return nil, fmt.Errorf("store version %d is not supported (this program reads version %d)", c.Version, storeVersion)
 	}
-	if !c.Polynomial.Irreducible() {
+	if c.Polynomial.Deg() != 53 || !c.Polynomial.Irreducible() {
 		return nil, fmt.Errorf("config: chunker polynomial %v is not irreducible", c.Polynomial)
 	}
 	if err := c.Params.Validate(); err != nil {

@@ -97,10 +97,13 @@ func DecodePoint(b []byte) (*Point, error) {
 		if d.Capacity < 0 || seen[d.Index] || d.Index < 0 {
 			return nil, fmt.Errorf("point: disk %d: bad capacity or repeated index", d.Index)
 		}
+		if d.Extents < 0 || int64(d.Extents) > d.Capacity || d.DataBytes < 0 || d.DataBytes > d.Capacity {
+			return nil, fmt.Errorf("point: disk %d: %d extents, %d data bytes do not fit %d bytes", d.Index, d.Extents, d.DataBytes, d.Capacity)
+		}
 		seen[d.Index] = true
 		prev := int64(-1)
 		for _, pr := range d.Pages {
-			if pr.Index <= prev || pr.Index > d.Capacity/diskmap.PageSpan {
+			if pr.Index <= prev || pr.Index > d.Capacity/diskmap.PageSpan || pr.Index*diskmap.PageSpan >= d.Capacity {
 				return nil, fmt.Errorf("point: disk %d: map pages out of order or beyond the disk", d.Index)
 			}
 			prev = pr.Index
@@ -237,7 +240,7 @@ func (s *Store) ResolvePoint(ctx context.Context, prefix string) (blob.ID, error
 
 // loadMap reads a disk's map from its pages.
 func (s *Store) loadMap(ctx context.Context, d *Disk) ([]diskmap.Extent, error) {
-	extents := make([]diskmap.Extent, 0, d.Extents)
+	extents := make([]diskmap.Extent, 0, min(d.Extents, 1<<20))
 	for _, pr := range d.Pages {
 		b, err := s.loadBlob(ctx, pr.ID)
 		if err != nil {

@@ -46,6 +46,9 @@ func Wrap(k *Key, password []byte, p KDFParams, host string) (*KeyFile, error) {
 	if len(password) == 0 {
 		return nil, errors.New("empty password")
 	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
 	salt := make([]byte, 32)
 	if _, err := rand.Read(salt); err != nil {
 		return nil, fmt.Errorf("wrap key: %w", err)
@@ -88,18 +91,28 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 	if err := json.Unmarshal(data, &kf); err != nil {
 		return nil, fmt.Errorf("decode key file: %w", err)
 	}
-	p := kf.Params
-	switch {
-	case p.Time < 1 || p.Time > 100:
-		return nil, fmt.Errorf("key file: argon2id time %d out of range", p.Time)
-	case p.Memory < 8 || p.Memory > 4<<20:
-		return nil, fmt.Errorf("key file: argon2id memory %d KiB out of range", p.Memory)
-	case p.Threads < 1:
-		return nil, fmt.Errorf("key file: argon2id threads %d out of range", p.Threads)
-	case len(kf.Salt) < 16:
+	if err := kf.Params.Validate(); err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	if len(kf.Salt) < 16 {
 		return nil, fmt.Errorf("key file: salt of %d bytes is too short", len(kf.Salt))
 	}
 	return &kf, nil
+}
+
+// Validate checks p against bounds that a small appliance can afford: key
+// files are read before anything in them can be authenticated, so a planted
+// one must not be able to exhaust the machine.
+func (p KDFParams) Validate() error {
+	switch {
+	case p.Time < 1 || p.Time > 20:
+		return fmt.Errorf("argon2id time %d out of range 1..20", p.Time)
+	case p.Memory < 8 || p.Memory > 1<<20:
+		return fmt.Errorf("argon2id memory %d KiB out of range 8 KiB..1 GiB", p.Memory)
+	case p.Threads < 1 || p.Threads > 16:
+		return fmt.Errorf("argon2id threads %d out of range 1..16", p.Threads)
+	}
+	return nil
 }
 
 // Marshal encodes kf for storage.

@@ -53,18 +53,16 @@ func Find(extents []Extent, off int64) int {
 func Normalize(areas []Area, size int64) []Area {
 	out := make([]Area, 0, len(areas))
 	for _, a := range areas {
-		if a.Offset >= size || a.Length <= 0 {
+		if a.Length <= 0 || a.Offset >= size {
 			continue
 		}
-		if a.Offset < 0 {
-			a.Length += a.Offset
-			a.Offset = 0
+		end := size
+		if a.Offset < 0 || a.Length <= size-a.Offset { // no overflow
+			end = min(a.Offset+a.Length, size)
 		}
-		if a.End() > size || a.End() < a.Offset {
-			a.Length = size - a.Offset
-		}
-		if a.Length > 0 {
-			out = append(out, a)
+		start := max(a.Offset, 0)
+		if end > start {
+			out = append(out, Area{start, end - start})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Offset < out[j].Offset })

@@ -1,6 +1,7 @@
 package diskmap
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,12 +56,13 @@ func EncodePage(p Page) []byte {
 // extents start in its span, are sorted and apart, and lie within the disk.
 func DecodePage(b []byte, size int64) (Page, error) {
 	var p Page
+	orig := b
 	if len(b) < 3 || b[0] != pageVersion {
 		return p, errors.New("map page: unknown version")
 	}
 	b = b[1:]
 	idx, k := binary.Uvarint(b)
-	if k <= 0 || idx > uint64(size/PageSpan) {
+	if k <= 0 || idx >= uint64(size/PageSpan+1) || int64(idx)*PageSpan >= size {
 		return p, fmt.Errorf("map page: span index beyond a disk of %d bytes", size)
 	}
 	b = b[k:]
@@ -82,7 +84,7 @@ func DecodePage(b []byte, size int64) (Page, error) {
 		if k2 <= 0 || len(b) < k1+k2+32 {
 			return p, fmt.Errorf("map page: extent %d truncated", i)
 		}
-		if gap > uint64(size) || length == 0 || length > uint64(size) {
+		if gap > uint64(size-prev) || length == 0 || length > uint64(size-prev)-gap {
 			return p, fmt.Errorf("map page: extent %d out of range", i)
 		}
 		e := Extent{Offset: prev + int64(gap), Length: int64(length)}
@@ -96,6 +98,10 @@ func DecodePage(b []byte, size int64) (Page, error) {
 	}
 	if len(b) != 0 {
 		return p, fmt.Errorf("map page: %d stray bytes", len(b))
+	}
+	// One encoding per page: a page is a blob named by the hash of its bytes.
+	if !bytes.Equal(EncodePage(p), orig) {
+		return p, errors.New("map page: not in canonical form")
 	}
 	return p, nil
 }

@@ -173,6 +173,9 @@ func ParseFooter(footer []byte, packSize int64) (int, error) {
 	if len(footer) != FooterSize || string(footer[4:]) != magic {
 		return 0, errors.New("pack footer: bad magic (not a pack, or truncated)")
 	}
+	if packSize < int64(HeaderSize+FooterSize) {
+		return 0, fmt.Errorf("pack footer: a pack of %d bytes is too short", packSize)
+	}
 	n := binary.LittleEndian.Uint32(footer)
 	if n < crypto.Overhead || n > MaxTrailer || int64(n) > packSize-int64(HeaderSize+FooterSize) {
 		return 0, fmt.Errorf("pack footer: trailer length %d does not fit a pack of %d bytes", n, packSize)
