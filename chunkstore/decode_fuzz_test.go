@@ -103,9 +103,8 @@ func TestDecodePoint(t *testing.T) {
 	}
 }
 
-// TestBugDecodePointAcceptsBadExtentCount: DecodePoint does not check a
-// disk's extent count, and loadMap (point.go) trusts it as a capacity:
-// make([]diskmap.Extent, 0, d.Extents) panics when it is negative or huge.
+// TestDecodePointRejectsBadExtentCount: loadMap sizes its slice from a
+// disk's extent count, so a negative or huge count must be refused.
 func TestDecodePointRejectsBadExtentCount(t *testing.T) {
 	for _, n := range []int{-1, 1 << 50} {
 		b := pointJSON(t, func(p *Point) {
@@ -129,10 +128,9 @@ func TestDecodePointRejectsBadExtentCount(t *testing.T) {
 	}
 }
 
-// TestBugDecodePointPageBeyondDiskEnd: a page names the span starting at
+// TestDecodePointPageBeyondDiskEnd: a page names the span starting at
 // Index*PageSpan; on a disk whose capacity is a multiple of PageSpan (or 0),
-// DecodePoint accepts a page for the span that starts exactly at the end of
-// the disk (point.go: pr.Index > d.Capacity/diskmap.PageSpan is off by one).
+// a page for the span that starts exactly at the end of the disk is refused.
 func TestDecodePointPageBeyondDiskEnd(t *testing.T) {
 	for _, capacity := range []int64{0, diskmap.PageSpan, 4 * diskmap.PageSpan} {
 		idx := capacity / diskmap.PageSpan
@@ -273,10 +271,9 @@ func chunks(pol chunker.Pol) error {
 	}
 }
 
-// TestBugDecodeConfigAcceptsUnusablePolynomial: decodeConfig only checks
-// that the polynomial is irreducible, which 0, 1 and polynomials of too low
-// or too high a degree pass (Pol.Irreducible loops up to Deg()/2). The
-// chunker refuses them, so every backup of such a store fails.
+// TestDecodeConfigRejectsUnusablePolynomial: Pol.Irreducible passes 0, 1
+// and polynomials of the wrong degree, which the chunker refuses; a config
+// with one must fail to open rather than fail every backup.
 func TestDecodeConfigRejectsUnusablePolynomial(t *testing.T) {
 	if err := chunks(testPol); err != nil {
 		t.Fatalf("the chunker refuses the good polynomial: %v", err)

@@ -198,9 +198,8 @@ func TestParseKeyFile(t *testing.T) {
 	}
 }
 
-// TestBugWrapAcceptsUnopenableParams: Wrap takes any costs, so Init (which
-// passes InitOptions.KDF through) either panics inside argon2 or writes a key
-// file that ParseKeyFile then refuses: a store nobody can open.
+// TestWrapRejectsUnopenableParams: costs that argon2 panics on, or that
+// ParseKeyFile would refuse, must not produce a key file nobody can open.
 func TestWrapRejectsUnopenableParams(t *testing.T) {
 	k := testKey(t, 1)
 	for _, p := range []KDFParams{

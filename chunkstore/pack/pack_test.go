@@ -174,9 +174,8 @@ func TestParseFooter(t *testing.T) {
 	}
 }
 
-// TestBugParseFooterNegativePackSize: packSize-13 overflows for pack sizes
-// near math.MinInt64, and a trailer length is accepted for a pack of
-// negative size.
+// TestParseFooterNegativePackSize: packSize-13 can overflow for pack sizes
+// near math.MinInt64; no trailer fits a pack of negative size.
 func TestParseFooterNegativePackSize(t *testing.T) {
 	for _, size := range []int64{-1, math.MinInt64, math.MinInt64 + 5} {
 		if n, err := ParseFooter(append(footer(100), "BWPK"...), size); err == nil {
@@ -402,7 +401,7 @@ func FuzzParseFooter(f *testing.F) {
 	f.Add(append(footer(100), "BWPX"...), int64(1000))
 	f.Add([]byte("BWPK"), int64(10))
 	f.Fuzz(func(t *testing.T, b []byte, packSize int64) {
-		packSize &= math.MaxInt64 // negative sizes: TestBugParseFooterNegativePackSize
+		packSize &= math.MaxInt64 // negative sizes: TestParseFooterNegativePackSize
 		n, err := ParseFooter(b, packSize)
 		if err != nil {
 			return
