@@ -29,6 +29,12 @@ const (
 // entries are most of the index, and their size is what its memory and disk
 // use grow with. The numbers of all packs are held in memory.
 
+// SoftMemoryLimit is the Go heap limit a process using the index should run
+// with (runtime/debug.SetMemoryLimit). Badger's compactions make garbage
+// fast; without a limit the heap grows to twice its peak before the
+// collector runs, and a store of 10 million chunks passes 1 GiB of RSS.
+const SoftMemoryLimit = 512 << 20
+
 // Location says where a blob is.
 type Location struct {
 	Pack blob.ID

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,9 @@ func BenchmarkIndexMillions(b *testing.B) {
 	n := 10_000_000
 	if v := os.Getenv("BULWARK_BENCH_CHUNKS"); v != "" {
 		n, _ = strconv.Atoi(v)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" { // as cmd/bulwark runs
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(SoftMemoryLimit))
 	}
 	x, err := Open(b.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {

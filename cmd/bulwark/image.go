@@ -86,7 +86,9 @@ and deduplicated against the parent. Prints the new point's ID last.`,
 				if err != nil {
 					return fmt.Errorf("--changed %s: %w", changed, err)
 				}
-			} else if spec.Allocated, err = img.allocated(); err != nil {
+			}
+			// Holes read as zero: whatever else is read, they need not be.
+			if spec.Allocated, err = img.allocated(); err != nil {
 				return err
 			}
 			bar := newProgress(a.stderr, "backup")
