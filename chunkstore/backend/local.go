@@ -244,13 +244,12 @@ func (l *Local) Lock(ctx context.Context, who LockInfo) (func() error, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", l.dir, err)
 	}
+	// Written over the old holder and then cut to length, so that a reader
+	// never finds the file empty while it is held.
 	b, _ := json.Marshal(who)
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt(b, 0)
+	if _, err := f.WriteAt(b, 0); err == nil {
+		_ = f.Truncate(int64(len(b)))
 	}
 	_ = os.RemoveAll(filepath.Join(l.dir, "tmp"))
-	return func() error {
-		_ = f.Truncate(0)
-		return f.Close() // closing drops the flock
-	}, nil
+	return f.Close, nil // closing drops the flock
 }
