@@ -18,6 +18,7 @@ import (
 
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
 	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
+	"github.com/bulwarkbackup/bulwark/chunkstore/pack"
 )
 
 // BackupOptions describe a new point.
@@ -221,11 +222,12 @@ func (b *Backup) chunkRegions(ctx context.Context, d DiskSpec, regions []diskmap
 
 // chunkWorker holds one goroutine's buffers.
 type chunkWorker struct {
-	s     *Store
-	p     Params
-	buf   []byte
-	chunk []byte
-	ch    *chunker.Chunker
+	s       *Store
+	p       Params
+	buf     []byte
+	chunk   []byte
+	ch      *chunker.Chunker
+	scratch pack.Scratch
 }
 
 func newChunkWorker(s *Store, p Params) *chunkWorker {
@@ -261,7 +263,7 @@ func (w *chunkWorker) piece(ctx context.Context, d DiskSpec, pc piece) ([]diskma
 			id := w.s.key.ID(c.Data)
 			out = append(out, diskmap.Extent{Offset: off, Length: int64(c.Length), ID: id})
 			st.Chunks++
-			stored, err := w.s.storeBlob(ctx, blob.Data, id, c.Data)
+			stored, err := w.s.storeBlob(ctx, blob.Data, id, c.Data, &w.scratch)
 			if err != nil {
 				return nil, st, err
 			}
@@ -277,12 +279,12 @@ func (w *chunkWorker) piece(ctx context.Context, d DiskSpec, pc piece) ([]diskma
 
 // storeBlob stores a blob unless the store has it or is storing it, and
 // returns the sealed bytes it added (0 when deduplicated).
-func (s *Store) storeBlob(ctx context.Context, t blob.Type, id blob.ID, plain []byte) (int, error) {
+func (s *Store) storeBlob(ctx context.Context, t blob.Type, id blob.ID, plain []byte, sc *pack.Scratch) (int, error) {
 	isNew, err := s.claim(id)
 	if err != nil || !isNew {
 		return 0, err
 	}
-	e, sealed := s.codec.Seal(t, id, plain)
+	e, sealed := s.codec.Seal(t, id, plain, sc)
 	if err := s.packer.add(ctx, e, sealed); err != nil {
 		return 0, err
 	}
@@ -367,7 +369,7 @@ func (b *Backup) storeMap(ctx context.Context, extents []diskmap.Extent) ([]Page
 	for _, pg := range diskmap.Paginate(extents) {
 		enc := diskmap.EncodePage(pg)
 		id := b.s.key.ID(enc)
-		n, err := b.s.storeBlob(ctx, blob.Map, id, enc)
+		n, err := b.s.storeBlob(ctx, blob.Map, id, enc, nil)
 		if err != nil {
 			return nil, st, err
 		}

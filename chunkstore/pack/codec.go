@@ -36,15 +36,25 @@ func NewCodec(k *crypto.Key, level zstd.EncoderLevel) (*Codec, error) {
 // Key returns the key the codec seals with.
 func (c *Codec) Key() *crypto.Key { return c.key }
 
-// Seal compresses plain when that makes it smaller and seals it. The entry's
-// Offset and Length are set when the blob is added to a pack.
-func (c *Codec) Seal(t blob.Type, id blob.ID, plain []byte) (Entry, []byte) {
+// Scratch holds a goroutine's buffers for Seal, so that sealing a stream of
+// chunks makes no garbage.
+type Scratch struct{ z, sealed []byte }
+
+// Seal compresses plain when that makes it smaller and seals it. The sealed
+// bytes live in sc and are valid until its next use; a nil sc allocates.
+// The entry's Offset and Length are set when the blob is added to a pack.
+func (c *Codec) Seal(t blob.Type, id blob.ID, plain []byte, sc *Scratch) (Entry, []byte) {
+	if sc == nil {
+		sc = &Scratch{}
+	}
 	e := Entry{Type: t, ID: id, RawLength: uint32(len(plain))}
 	body := plain
-	if z := c.enc.EncodeAll(plain, make([]byte, 0, len(plain))); len(z) < len(plain) {
-		body, e.Compressed = z, true
+	sc.z = c.enc.EncodeAll(plain, sc.z[:0])
+	if len(sc.z) < len(plain) {
+		body, e.Compressed = sc.z, true
 	}
-	return e, c.key.Seal(make([]byte, 0, len(body)+crypto.Overhead), body, BlobAD(t, id))
+	sc.sealed = c.key.Seal(sc.sealed[:0], body, BlobAD(t, id))
+	return e, sc.sealed
 }
 
 // Open authenticates, decrypts and decompresses a sealed blob, and checks

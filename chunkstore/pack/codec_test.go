@@ -18,7 +18,7 @@ func TestCodecRoundTrip(t *testing.T) {
 	for i, plain := range samplePlains() {
 		for _, typ := range []blob.Type{blob.Data, blob.Map} {
 			id := c.Key().ID(plain)
-			e, sealed := c.Seal(typ, id, plain)
+			e, sealed := c.Seal(typ, id, plain, nil)
 			if e.Type != typ || e.ID != id || e.RawLength != uint32(len(plain)) {
 				t.Fatalf("plain %d: Seal gave entry %+v", i, e)
 			}
@@ -37,7 +37,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		}
 	}
 	// Compression must actually happen where it pays.
-	e, _ := c.Seal(blob.Data, blob.ID{}, make([]byte, 1<<20))
+	e, _ := c.Seal(blob.Data, blob.ID{}, make([]byte, 1<<20), nil)
 	if !e.Compressed {
 		t.Errorf("a MiB of zeros was not compressed")
 	}
@@ -46,7 +46,7 @@ func TestCodecRoundTrip(t *testing.T) {
 // sealedSamples returns an entry and a sealed blob, compressed and not.
 func sealedSamples(t testing.TB, c *Codec) (entries []Entry, sealed [][]byte) {
 	for _, plain := range [][]byte{[]byte("not worth compressing"), bytes.Repeat([]byte("worth compressing "), 20)} {
-		e, s := c.Seal(blob.Data, c.Key().ID(plain), plain)
+		e, s := c.Seal(blob.Data, c.Key().ID(plain), plain, nil)
 		entries, sealed = append(entries, e), append(sealed, s)
 	}
 	if entries[0].Compressed || !entries[1].Compressed {
@@ -197,7 +197,7 @@ func FuzzCodecOpen(f *testing.F) {
 	c := newCodec(f, newKey(f))
 	genuine := map[string]bool{}
 	for _, plain := range samplePlains()[:4] {
-		e, sealed := c.Seal(blob.Data, c.Key().ID(plain), plain)
+		e, sealed := c.Seal(blob.Data, c.Key().ID(plain), plain, nil)
 		genuine[string(sealed)] = true
 		f.Add(sealed, uint8(e.Type), e.ID[:], e.RawLength, e.Compressed)
 	}

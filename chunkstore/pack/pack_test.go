@@ -61,7 +61,7 @@ func buildPack(t testing.TB, c *Codec, plains [][]byte) ([]byte, blob.ID, []Entr
 		if i%2 == 1 {
 			typ = blob.Map
 		}
-		e, sealed := c.Seal(typ, c.Key().ID(p), p)
+		e, sealed := c.Seal(typ, c.Key().ID(p), p, nil)
 		got := w.Add(e, sealed)
 		if got.Length != uint32(len(sealed)) || got.Offset != uint32(w.Size()-len(sealed)) {
 			t.Fatalf("Add filled in %+v for a blob of %d bytes ending at %d", got, len(sealed), w.Size())
