@@ -242,13 +242,21 @@ func newChunkWorker(s *Store, p Params) *chunkWorker {
 func (w *chunkWorker) piece(ctx context.Context, d DiskSpec, pc piece) ([]diskmap.Extent, BackupStats, error) {
 	var st BackupStats
 	buf := w.buf[:pc.n]
-	read, err := readAreas(ctx, d, buf, pc.off)
+	areas, read, err := readAreas(ctx, d, buf, pc.off)
 	st.BytesRead = read
 	if err != nil {
 		return nil, st, err
 	}
+	// Only what was read can hold data: the rest is known zero.
+	var spans []span
+	for _, a := range areas {
+		rel := a.Offset - pc.off
+		for _, sp := range dataSpans(buf[rel:rel+a.Length], a.Offset, w.p.ZeroBlock) {
+			spans = append(spans, span{rel + sp.off, sp.n})
+		}
+	}
 	var out []diskmap.Extent
-	for _, sp := range dataSpans(buf, pc.off, w.p.ZeroBlock) {
+	for _, sp := range spans {
 		w.ch.ResetWithBoundaries(bytes.NewReader(buf[sp.off:sp.off+sp.n]), w.s.cfg.Polynomial, uint(w.p.ChunkMin), uint(w.p.ChunkMax))
 		w.ch.SetAverageBits(bits.TrailingZeros(uint(w.p.ChunkAvg)))
 		for {
@@ -291,16 +299,16 @@ func (s *Store) storeBlob(ctx context.Context, t blob.Type, id blob.ID, plain []
 	return len(sealed), nil
 }
 
-// readAreas fills buf with the disk's bytes at off, reading only what
-// d.Allocated says may hold data, and returns the bytes read.
-func readAreas(ctx context.Context, d DiskSpec, buf []byte, off int64) (int64, error) {
+// readAreas reads into buf the disk's bytes at off that d.Allocated says
+// may hold data, and returns those areas and the bytes read. The rest of
+// buf is left as it was.
+func readAreas(ctx context.Context, d DiskSpec, buf []byte, off int64) ([]diskmap.Area, int64, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	want := []diskmap.Area{{Offset: off, Length: int64(len(buf))}}
 	if d.Allocated != nil {
 		want = intersect(d.Allocated, off, int64(len(buf)))
-		clear(buf)
 	}
 	var n int64
 	for _, a := range want {
@@ -308,10 +316,10 @@ func readAreas(ctx context.Context, d DiskSpec, buf []byte, off int64) (int64, e
 		m, err := d.Reader.ReadAt(dst, a.Offset)
 		n += int64(m)
 		if err != nil && !(errors.Is(err, io.EOF) && m == len(dst)) {
-			return n, fmt.Errorf("read %s at offset %d: %w", d.Label, a.Offset+int64(m), err)
+			return nil, n, fmt.Errorf("read %s at offset %d: %w", d.Label, a.Offset+int64(m), err)
 		}
 	}
-	return n, nil
+	return want, n, nil
 }
 
 // intersect returns the parts of sorted areas within [off, off+n).

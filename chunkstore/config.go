@@ -34,9 +34,9 @@ type Params struct {
 // DefaultParams are the parameters of a new store.
 func DefaultParams() Params {
 	return Params{
-		ChunkMin:  256 << 10,
-		ChunkAvg:  1 << 20,
-		ChunkMax:  4 << 20,
+		ChunkMin:  128 << 10,
+		ChunkAvg:  512 << 10,
+		ChunkMax:  2 << 20,
 		Segment:   16 << 20,
 		ZeroBlock: 4 << 10,
 		PackSize:  32 << 20,

@@ -232,7 +232,7 @@ func TestDecodeConfig(t *testing.T) {
 		{"zero block 256", func(c *config) { c.Params.ZeroBlock = 256 }},
 		{"segment 0", func(c *config) { c.Params.Segment = 0 }},
 		{"segment not dividing 256 MiB", func(c *config) { c.Params.Segment = 24 << 20 }},
-		{"segment below chunk max", func(c *config) { c.Params.Segment = 2 << 20 }},
+		{"segment below chunk max", func(c *config) { c.Params.Segment = int64(c.Params.ChunkMax) / 2 }},
 		{"pack size 0", func(c *config) { c.Params.PackSize = 0 }},
 		{"pack size 2 GiB", func(c *config) { c.Params.PackSize = 2 << 30 }},
 		{"zstd level 0", func(c *config) { c.Params.ZstdLevel = 0 }},

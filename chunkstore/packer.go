@@ -20,7 +20,8 @@ type packer struct {
 	mu      sync.Mutex
 	w       *pack.Writer
 	pending sync.WaitGroup
-	err     error // first save failure; the store takes no more blobs
+	err     error    // first save failure; the store takes no more blobs
+	free    [][]byte // buffers of saved packs, for new ones: fresh memory costs page faults
 }
 
 func newPacker(s *Store) *packer { return &packer{s: s} }
@@ -60,7 +61,11 @@ func (p *packer) add(ctx context.Context, e pack.Entry, sealed []byte) error {
 		return p.err
 	}
 	if p.w == nil {
-		p.w = pack.NewWriter(p.s.cfg.Params.PackSize)
+		var buf []byte
+		if n := len(p.free); n > 0 {
+			buf, p.free = p.free[n-1], p.free[:n-1]
+		}
+		p.w = pack.NewWriter(p.s.cfg.Params.PackSize, buf)
 	}
 	p.w.Add(e, sealed)
 	var full *pack.Writer
@@ -83,6 +88,11 @@ func (p *packer) save(ctx context.Context, w *pack.Writer) error {
 		err = p.s.idx.AddPack(id, int64(len(data)), entries)
 	}
 	p.s.release(entries)
+	p.mu.Lock()
+	if len(p.free) < 2 {
+		p.free = append(p.free, data)
+	}
+	p.mu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("save pack %s: %w", id.Short(), err)
 		p.mu.Lock()

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sort"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
 	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
+	"github.com/bulwarkbackup/bulwark/chunkstore/index"
 )
 
 // RestoreOptions control RestoreDisk.
@@ -22,52 +25,142 @@ type RestoreOptions struct {
 	Progress func(done, total int64)
 }
 
-// RestoreDisk writes a disk of a point to w, the whole capacity, loading
-// and writing chunks on every core.
+// Reads of neighbouring blobs of a pack are merged when the gap between them
+// is below maxGap, up to maxRun bytes: a few large reads instead of one per
+// chunk, while memory stays at one run per worker.
+const (
+	maxGap = 1 << 20
+	maxRun = 8 << 20
+)
+
+// wanted is a chunk to restore and the disk offsets that hold it.
+type wanted struct {
+	loc     index.Location
+	offsets []int64
+}
+
+// run is a range of one pack read at once.
+type run struct {
+	pack       blob.ID
+	start, end int64
+	chunks     []*wanted
+}
+
+// RestoreDisk writes a disk of a point to w, the whole capacity. It reads
+// the chunks pack by pack, in large ranges, and decodes and writes them on
+// every core; a chunk used at several offsets is read once.
 func (s *Store) RestoreDisk(ctx context.Context, point blob.ID, disk int, w io.WriterAt, o RestoreOptions) error {
 	r, err := s.OpenDisk(ctx, point, disk)
 	if err != nil {
 		return err
 	}
-	size := r.Size()
-	work := r.extents
-	if !o.Sparse {
-		work = withGaps(r.extents, size)
+	where := func(off int64) string { return fmt.Sprintf("point %s disk %d at offset %d", point.Short(), disk, off) }
+	runs, err := s.planRestore(r.extents, where)
+	if err != nil {
+		return err
 	}
-	total := diskmap.Covered(work)
+	total := diskmap.Covered(r.extents)
+	var gaps []diskmap.Extent
+	if !o.Sparse {
+		gaps = zeroGaps(r.extents, r.Size())
+		total = r.Size()
+	}
 	var done atomic.Int64
+	progress := func(n int64) {
+		if o.Progress != nil {
+			o.Progress(done.Add(n), total)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0) + 1)
-	for _, e := range work {
+	for _, gap := range gaps {
 		g.Go(func() error {
-			var data []byte
-			if e.ID.IsZero() {
-				data = make([]byte, e.Length)
-			} else {
-				var err error
-				// Restores read each chunk about once: bypass the cache.
-				if data, err = s.loadBlob(gctx, e.ID); err != nil {
-					return fmt.Errorf("point %s disk %d at offset %d: %w", point.Short(), disk, e.Offset, err)
-				}
-				if int64(len(data)) != e.Length {
-					return fmt.Errorf("point %s disk %d at offset %d: chunk %s has %d bytes, map says %d", point.Short(), disk, e.Offset, e.ID.Short(), len(data), e.Length)
-				}
+			if _, err := w.WriteAt(make([]byte, gap.Length), gap.Offset); err != nil {
+				return fmt.Errorf("write at offset %d: %w", gap.Offset, err)
 			}
-			if _, err := w.WriteAt(data, e.Offset); err != nil {
-				return fmt.Errorf("write at offset %d: %w", e.Offset, err)
-			}
-			if o.Progress != nil {
-				o.Progress(done.Add(e.Length), total)
-			}
+			progress(gap.Length)
 			return nil
 		})
+	}
+	for _, rn := range runs {
+		g.Go(func() error { return s.restoreRun(gctx, rn, w, where, progress) })
 	}
 	return g.Wait()
 }
 
-// withGaps returns extents with the zero gaps between them filled by extents
-// with a zero ID, cut to at most 4 MiB each.
-func withGaps(extents []diskmap.Extent, size int64) []diskmap.Extent {
+// planRestore looks up every chunk of a map and groups them into runs.
+func (s *Store) planRestore(extents []diskmap.Extent, where func(int64) string) ([]run, error) {
+	chunks := map[blob.ID]*wanted{}
+	var order []*wanted // first use on the disk, so writes move forward
+	for _, e := range extents {
+		if c, ok := chunks[e.ID]; ok {
+			c.offsets = append(c.offsets, e.Offset)
+			continue
+		}
+		loc, found, err := s.idx.Lookup(e.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("%s: chunk %s is not in the index", where(e.Offset), e.ID.Short())
+		}
+		if int64(loc.RawLength) != e.Length {
+			return nil, fmt.Errorf("%s: chunk %s has %d bytes, the map says %d", where(e.Offset), e.ID.Short(), loc.RawLength, e.Length)
+		}
+		c := &wanted{loc: loc, offsets: []int64{e.Offset}}
+		chunks[e.ID] = c
+		order = append(order, c)
+	}
+	byPack := map[blob.ID][]*wanted{}
+	var packs []blob.ID
+	for _, c := range order {
+		if byPack[c.loc.Pack] == nil {
+			packs = append(packs, c.loc.Pack)
+		}
+		byPack[c.loc.Pack] = append(byPack[c.loc.Pack], c)
+	}
+	var runs []run
+	for _, p := range packs {
+		cs := byPack[p]
+		sort.Slice(cs, func(i, j int) bool { return cs[i].loc.Offset < cs[j].loc.Offset })
+		var cur *run
+		for _, c := range cs {
+			start, end := int64(c.loc.Offset), int64(c.loc.Offset)+int64(c.loc.Length)
+			if cur == nil || start-cur.end > maxGap || end-cur.start > maxRun {
+				runs = append(runs, run{pack: p, start: start, end: end})
+				cur = &runs[len(runs)-1]
+			}
+			cur.end = max(cur.end, end)
+			cur.chunks = append(cur.chunks, c)
+		}
+	}
+	return runs, nil
+}
+
+func (s *Store) restoreRun(ctx context.Context, rn run, w io.WriterAt, where func(int64) string, progress func(int64)) error {
+	data, err := s.be.Load(ctx, backend.Handle{Kind: backend.Packs, Name: rn.pack.String()}, rn.start, int(rn.end-rn.start))
+	if err != nil {
+		return fmt.Errorf("%s: %w", where(rn.chunks[0].offsets[0]), err)
+	}
+	for _, c := range rn.chunks {
+		off := int64(c.loc.Offset) - rn.start
+		plain, err := s.codec.Open(c.loc.Entry, data[off:off+int64(c.loc.Length)])
+		if err != nil {
+			return fmt.Errorf("%s: pack %s: %w", where(c.offsets[0]), rn.pack.Short(), err)
+		}
+		for _, o := range c.offsets {
+			if _, err := w.WriteAt(plain, o); err != nil {
+				return fmt.Errorf("write at offset %d: %w", o, err)
+			}
+			progress(int64(len(plain)))
+		}
+	}
+	return nil
+}
+
+// zeroGaps returns the parts of a disk that no extent covers, cut to at
+// most 4 MiB each.
+func zeroGaps(extents []diskmap.Extent, size int64) []diskmap.Extent {
 	const maxZero = 4 << 20
 	var out []diskmap.Extent
 	pos := int64(0)
@@ -80,7 +173,6 @@ func withGaps(extents []diskmap.Extent, size int64) []diskmap.Extent {
 	}
 	for _, e := range extents {
 		gap(e.Offset)
-		out = append(out, e)
 		pos = e.End()
 	}
 	gap(size)

@@ -35,7 +35,8 @@ var ErrNotFound = fs.ErrNotExist
 // Backend stores files. Save is atomic and durable when it returns: a reader
 // sees all of a file or none of it, also after a crash.
 type Backend interface {
-	// Save creates h with data. Saving a name that exists replaces it only
+	// Save creates h with data, which it does not keep after it returns.
+	// Saving a name that exists replaces it only
 	// with identical content (names of packs and points are hashes).
 	Save(ctx context.Context, h Handle, data []byte) error
 	// Load reads length bytes at offset; length < 0 reads to the end.

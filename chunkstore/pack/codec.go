@@ -2,6 +2,7 @@ package pack
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -22,7 +23,10 @@ type Codec struct {
 
 // NewCodec returns a codec that compresses at level and seals with k.
 func NewCodec(k *crypto.Key, level zstd.EncoderLevel) (*Codec, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
+	// EncodeAll borrows one of the encoder's instances: there must be one for
+	// every goroutine that seals at once, or compression runs on one core.
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(2*runtime.GOMAXPROCS(0)),
+		zstd.WithEncoderCRC(false)) // the AEAD tag and the ID check already cover the content
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}

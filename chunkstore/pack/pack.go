@@ -58,9 +58,13 @@ type Writer struct {
 	entries []Entry
 }
 
-// NewWriter returns an empty pack of expected size sizeHint.
-func NewWriter(sizeHint int) *Writer {
-	w := &Writer{buf: make([]byte, 0, sizeHint+64<<10)}
+// NewWriter returns an empty pack of expected size sizeHint, built in buf
+// if it is large enough (the buffer of a finished pack, say).
+func NewWriter(sizeHint int, buf []byte) *Writer {
+	if cap(buf) < sizeHint {
+		buf = make([]byte, 0, sizeHint+sizeHint/8)
+	}
+	w := &Writer{buf: buf[:0]}
 	w.buf = append(w.buf, magic...)
 	w.buf = append(w.buf, version)
 	return w

@@ -55,7 +55,7 @@ func samplePlains() [][]byte {
 // buildPack packs plains with c and returns the pack, its ID and entries.
 func buildPack(t testing.TB, c *Codec, plains [][]byte) ([]byte, blob.ID, []Entry) {
 	t.Helper()
-	w := NewWriter(0)
+	w := NewWriter(0, nil)
 	for i, p := range plains {
 		typ := blob.Data
 		if i%2 == 1 {
