@@ -55,6 +55,18 @@ func (s *Store) NewBackup(ctx context.Context, o BackupOptions) (*Backup, error)
 	return b, nil
 }
 
+// Prefetcher is implemented by disk readers that can start reading areas
+// before they are asked for them: a file's pages into the page cache, say,
+// or ranged requests in flight. Backups announce what they will read a
+// bounded window ahead, so that scattered small areas are read with a deep
+// queue rather than one at a time.
+type Prefetcher interface {
+	Prefetch(areas []diskmap.Area)
+}
+
+// prefetchWindow is how far ahead of the chunkers reads are announced.
+const prefetchWindow = 64 << 20
+
 // DiskSpec is one disk to back up.
 type DiskSpec struct {
 	Index  int
@@ -175,9 +187,26 @@ func (b *Backup) chunkRegions(ctx context.Context, d DiskSpec, regions []diskmap
 
 	g, gctx := errgroup.WithContext(ctx)
 	next := make(chan int)
+	pf, _ := d.Reader.(Prefetcher)
 	g.Go(func() error {
 		defer close(next)
+		ahead, aheadBytes := 0, int64(0) // pieces announced, bytes beyond i
 		for i := range pieces {
+			if pf != nil {
+				if ahead > i {
+					aheadBytes -= pieces[i].n
+				}
+				var areas []diskmap.Area
+				for ahead = max(ahead, i); ahead < len(pieces) && aheadBytes < prefetchWindow; ahead++ {
+					areas = append(areas, d.toRead(pieces[ahead])...)
+					if ahead > i {
+						aheadBytes += pieces[ahead].n
+					}
+				}
+				if len(areas) > 0 {
+					pf.Prefetch(areas)
+				}
+			}
 			select {
 			case next <- i:
 			case <-gctx.Done():
@@ -299,6 +328,14 @@ func (s *Store) storeBlob(ctx context.Context, t blob.Type, id blob.ID, plain []
 	return len(sealed), nil
 }
 
+// toRead returns the areas of a piece that may hold data.
+func (d *DiskSpec) toRead(pc piece) []diskmap.Area {
+	if d.Allocated == nil {
+		return []diskmap.Area{{Offset: pc.off, Length: pc.n}}
+	}
+	return intersect(d.Allocated, pc.off, pc.n)
+}
+
 // readAreas reads into buf the disk's bytes at off that d.Allocated says
 // may hold data, and returns those areas and the bytes read. The rest of
 // buf is left as it was.
@@ -306,10 +343,7 @@ func readAreas(ctx context.Context, d DiskSpec, buf []byte, off int64) ([]diskma
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	want := []diskmap.Area{{Offset: off, Length: int64(len(buf))}}
-	if d.Allocated != nil {
-		want = intersect(d.Allocated, off, int64(len(buf)))
-	}
+	want := d.toRead(piece{off, int64(len(buf))})
 	var n int64
 	for _, a := range want {
 		dst := buf[a.Offset-off : a.End()-off]

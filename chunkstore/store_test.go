@@ -453,3 +453,47 @@ func TestIndexRebuiltFromPacksOnOpen(t *testing.T) {
 	}
 	requireSame(t, "after index loss", img, restoreBytes(t, s, p.ID, int64(len(img))))
 }
+
+// prefetchReader records what a backup announces it will read.
+type prefetchReader struct {
+	countingReader
+	pmu        sync.Mutex
+	prefetched []diskmap.Area
+}
+
+func (p *prefetchReader) Prefetch(areas []diskmap.Area) {
+	p.pmu.Lock()
+	p.prefetched = append(p.prefetched, areas...)
+	p.pmu.Unlock()
+}
+
+func TestBackupPrefetchesWhatItReads(t *testing.T) {
+	s, _ := newStore(t)
+	rng := rand.New(rand.NewPCG(13, 14))
+	const size = 200 << 20 // more than the prefetch window
+	img := make([]byte, size)
+	fill(rng, img[:size/2])
+	p1, _ := backup(t, s, bytes.NewReader(img), size, backupArgs{})
+	r, err := s.OpenDisk(context.Background(), p1.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changed []diskmap.Area
+	for i := 0; i < 300; i++ {
+		off := rng.Int64N(size - 8192)
+		fill(rng, img[off:off+100])
+		changed = append(changed, diskmap.Area{Offset: off, Length: 100})
+	}
+	pr := &prefetchReader{countingReader: countingReader{r: bytes.NewReader(img)}}
+	p2, _ := backup(t, s, pr, size, backupArgs{parent: &p1.ID, changed: changed})
+	announced := diskmap.Normalize(pr.prefetched, size)
+	for _, rd := range pr.reads {
+		if !within(announced, rd) {
+			t.Fatalf("read %d+%d was not announced", rd.Offset, rd.Length)
+		}
+	}
+	if bound := readBound(r.Extents(), changed, size, int64(s.Params().ZeroBlock)); total(announced) > total(bound) {
+		t.Errorf("announced %d bytes, more than the %d it may read", total(announced), total(bound))
+	}
+	requireSame(t, "prefetched incremental", img, restoreBytes(t, s, p2.ID, size))
+}

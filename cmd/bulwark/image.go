@@ -68,7 +68,7 @@ and deduplicated against the parent. Prints the new point's ID last.`,
 			defer s.Close()
 
 			opts := chunkstore.BackupOptions{Source: chunkstore.Source{Name: source}, Consistency: "image"}
-			spec := chunkstore.DiskSpec{Label: img.name, Reader: img.f, Size: img.size}
+			spec := chunkstore.DiskSpec{Label: img.name, Reader: img, Size: img.size}
 			if parent != "" {
 				pid, err := s.ResolvePoint(ctx, parent)
 				if err != nil {

@@ -47,6 +47,17 @@ func openImage(path string) (*image, error) {
 
 func (img *image) Close() error { return img.f.Close() }
 
+// ReadAt implements io.ReaderAt.
+func (img *image) ReadAt(p []byte, off int64) (int, error) { return img.f.ReadAt(p, off) }
+
+// Prefetch implements chunkstore.Prefetcher: the kernel starts reading the
+// areas into the page cache, all of them at once.
+func (img *image) Prefetch(areas []diskmap.Area) {
+	for _, a := range areas {
+		_ = unix.Fadvise(int(img.f.Fd()), a.Offset, a.Length, unix.FADV_WILLNEED)
+	}
+}
+
 // allocated returns the areas of a regular file that hold data, from
 // SEEK_DATA and SEEK_HOLE; holes read as zero and need no reading. Nil means
 // everything may hold data (a device, or a filesystem without the calls).
