@@ -10,17 +10,22 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
 // toolRun collects the measurements of one tool in one run of a comparison.
 type toolRun struct {
-	Tool        backupTool
-	Full, Incr  backupResult
-	Restore     measurement
-	RestoredSHA string
-	Size        storeSize
-	Stats       *bulwarkStats // Bulwark only
+	Tool       backupTool
+	Full, Incr backupResult
+	Restore    measurement
+	// RestoreDurable is Restore followed by sync(2): the time until the
+	// restored image is on disk. Bulwark syncs before it reports success;
+	// restic and borg leave the writing to the kernel.
+	RestoreDurable measurement
+	RestoredSHA    string
+	Size           storeSize
+	Stats          *bulwarkStats // Bulwark only
 }
 
 // peakRSS is the largest peak RSS of the timed phases.
@@ -320,7 +325,10 @@ func restoreAndHash(ctx context.Context, log *slog.Logger, ws *workspace, caches
 		return err
 	}
 	r.Restore = m
-	log.Info("restore", "tool", r.Tool.Name(), "took", m.Wall, "maxrss", formatBytes(m.MaxRSS))
+	start := time.Now()
+	syscall.Sync()
+	r.RestoreDurable = measurement{Wall: m.Wall + time.Since(start), MaxRSS: m.MaxRSS}
+	log.Info("restore", "tool", r.Tool.Name(), "took", m.Wall, "on_disk", r.RestoreDurable.Wall, "maxrss", formatBytes(m.MaxRSS))
 	if r.RestoredSHA, err = sha256File(ctx, out); err != nil {
 		return fmt.Errorf("verify %s restore: %w", r.Tool.Name(), err)
 	}

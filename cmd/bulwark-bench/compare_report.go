@@ -40,6 +40,7 @@ var comparePhases = []phase{
 	{"Full backup", func(r *toolRun) measurement { return r.Full.measurement }},
 	{"Incremental backup", func(r *toolRun) measurement { return r.Incr.measurement }},
 	{"Full restore", func(r *toolRun) measurement { return r.Restore }},
+	{"Full restore, on disk", func(r *toolRun) measurement { return r.RestoreDurable }},
 }
 
 // markdown renders the comparison.
@@ -123,7 +124,8 @@ func (c *comparison) writeDetails(b *strings.Builder) {
 	d := table{Header: []string{"Tool", "Phase", "Median", "Min", "Max", "MB/s (median)", "Peak RSS", "Read", "New", "Stored"}}
 	for _, r := range c.Tools {
 		last := r.last()
-		results := []backupResult{last.Full, last.Incr, {BytesRead: unknown, BytesNew: unknown, BytesStored: unknown}}
+		none := backupResult{BytesRead: unknown, BytesNew: unknown, BytesStored: unknown}
+		results := []backupResult{last.Full, last.Incr, none, none}
 		for i, p := range comparePhases {
 			walls := r.wall(p.Of)
 			var rss int64

@@ -26,11 +26,12 @@ func TestMedian(t *testing.T) {
 func TestComparisonMarkdown(t *testing.T) {
 	run := func(full, incr, restore time.Duration, rss, size int64) *toolRun {
 		return &toolRun{
-			Full:        backupResult{measurement: measurement{Wall: full, MaxRSS: rss}, BytesRead: 1, BytesNew: 1, BytesStored: 1},
-			Incr:        backupResult{measurement: measurement{Wall: incr, MaxRSS: rss}, BytesRead: 1, BytesNew: 1, BytesStored: 1},
-			Restore:     measurement{Wall: restore, MaxRSS: rss},
-			RestoredSHA: "abc",
-			Size:        storeSize{Total: size, WithoutIndex: unknown},
+			Full:           backupResult{measurement: measurement{Wall: full, MaxRSS: rss}, BytesRead: 1, BytesNew: 1, BytesStored: 1},
+			Incr:           backupResult{measurement: measurement{Wall: incr, MaxRSS: rss}, BytesRead: 1, BytesNew: 1, BytesStored: 1},
+			Restore:        measurement{Wall: restore, MaxRSS: rss},
+			RestoreDurable: measurement{Wall: restore + time.Second, MaxRSS: rss},
+			RestoredSHA:    "abc",
+			Size:           storeSize{Total: size, WithoutIndex: unknown},
 		}
 	}
 	s := time.Second
@@ -52,6 +53,7 @@ func TestComparisonMarkdown(t *testing.T) {
 		"| Full backup | 30.0 s (133 MB/s) | 10.0 s (400 MB/s) | 3.00× |",
 		"| Incremental backup | 20.0 s (200 MB/s) | 2.00 s (2000 MB/s) | 10.00× |",
 		"| Full restore | 10.0 s (400 MB/s) | 20.0 s (200 MB/s) | 0.50× |",
+		"| Full restore, on disk | 11.0 s (364 MB/s) | 21.0 s (190 MB/s) | 0.52× |",
 		"| Store size after both points | 300 B | 100 B | 3.00× |",
 		"| Peak RSS | 100 B | 400 B | 0.25× |",
 		"| Bulwark | full backup | 10.0 s | 10.0 s | 99.0 s |",

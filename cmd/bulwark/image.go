@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/bulwarkbackup/bulwark/chunkstore"
 	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
@@ -164,7 +166,9 @@ device is written whole.`,
 				return err
 			}
 			bar := newProgress(a.stderr, "restore")
+			stopFlush := flushBehind(out)
 			err = s.RestoreDisk(ctx, pid, disk, out, chunkstore.RestoreOptions{Sparse: sparse, Progress: bar.update})
+			stopFlush()
 			bar.finish()
 			if err == nil {
 				err = out.Sync()
@@ -182,6 +186,30 @@ device is written whole.`,
 	a.storeFlags(cmd)
 	cmd.Flags().IntVar(&disk, "disk", 0, "index of the disk to restore")
 	return cmd
+}
+
+// flushBehind starts the kernel writing f's dirty pages every tenth of a
+// second until stop is called, so that the disk writes while the restore
+// still decodes and the final fsync finds little left. It runs apart from
+// the writers because starting writeback can block on a busy disk.
+func flushBehind(f *os.File) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // createOutput opens a restore target: a regular file is truncated to size
