@@ -497,3 +497,39 @@ func TestBackupPrefetchesWhatItReads(t *testing.T) {
 	}
 	requireSame(t, "prefetched incremental", img, restoreBytes(t, s, p2.ID, size))
 }
+
+func TestMultiDiskPointAndRepeatedDisk(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(15, 16))
+	disks := [][]byte{make([]byte, 3<<20), make([]byte, 5<<20+1)}
+	for _, d := range disks {
+		fill(rng, d)
+	}
+	b, err := s.NewBackup(ctx, chunkstore.BackupOptions{Source: chunkstore.Source{Name: "vm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range disks {
+		if _, err := b.AddDisk(ctx, chunkstore.DiskSpec{Index: i, Reader: bytes.NewReader(d), Size: int64(len(d))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.AddDisk(ctx, chunkstore.DiskSpec{Index: 1, Reader: bytes.NewReader(disks[1]), Size: int64(len(disks[1]))}); err == nil {
+		t.Fatal("a second disk 1 in one point was accepted")
+	}
+	p, err := b.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range disks {
+		out := make(writerAt, len(d))
+		if err := s.RestoreDisk(ctx, p.ID, i, out, chunkstore.RestoreOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		requireSame(t, "disk", d, out)
+	}
+	if err := s.RestoreDisk(ctx, p.ID, 2, make(writerAt, 1), chunkstore.RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "no disk 2") {
+		t.Errorf("restore of a missing disk: %v", err)
+	}
+}
