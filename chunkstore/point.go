@@ -207,17 +207,23 @@ func (s *Store) Points(ctx context.Context) ([]*Point, error) {
 var ErrNoPoint = errors.New("no such point")
 
 // ResolvePoint finds the point whose ID starts with prefix (at least 4 hex
-// digits), or "latest" for the newest point.
-func (s *Store) ResolvePoint(ctx context.Context, prefix string) (blob.ID, error) {
+// digits), or with "latest" the newest point of source (of any source when
+// source is empty).
+func (s *Store) ResolvePoint(ctx context.Context, prefix, source string) (blob.ID, error) {
 	points, err := s.Points(ctx)
 	if err != nil {
 		return blob.ID{}, err
 	}
 	if prefix == "latest" {
-		if len(points) == 0 {
-			return blob.ID{}, fmt.Errorf("latest: %w", ErrNoPoint)
+		for i := len(points) - 1; i >= 0; i-- {
+			if source == "" || points[i].Source.Name == source {
+				return points[i].ID, nil
+			}
 		}
-		return points[len(points)-1].ID, nil
+		if source != "" {
+			return blob.ID{}, fmt.Errorf("latest of source %q: %w", source, ErrNoPoint)
+		}
+		return blob.ID{}, fmt.Errorf("latest: %w", ErrNoPoint)
 	}
 	prefix = strings.ToLower(prefix)
 	if len(prefix) < 4 {

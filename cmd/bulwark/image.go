@@ -72,7 +72,7 @@ and deduplicated against the parent. Prints the new point's ID last.`,
 			opts := chunkstore.BackupOptions{Source: chunkstore.Source{Name: source}, Consistency: "image"}
 			spec := chunkstore.DiskSpec{Label: img.name, Reader: img, Size: img.size}
 			if parent != "" {
-				pid, err := s.ResolvePoint(ctx, parent)
+				pid, err := s.ResolvePoint(ctx, parent, source)
 				if err != nil {
 					return fmt.Errorf("--parent: %w", err)
 				}
@@ -128,7 +128,7 @@ and deduplicated against the parent. Prints the new point's ID last.`,
 	a.storeFlags(cmd)
 	a.jsonFlag(cmd, "print a JSON summary instead of the point ID")
 	cmd.Flags().StringVar(&source, "source", "", "name of what is backed up; points are grouped by it (required)")
-	cmd.Flags().StringVar(&parent, "parent", "", "point this backup is an incremental of (ID, prefix or \"latest\")")
+	cmd.Flags().StringVar(&parent, "parent", "", "point this backup is an incremental of (ID, prefix, or \"latest\" of --source)")
 	cmd.Flags().StringVar(&changed, "changed", "", "file listing the areas changed since --parent")
 	return cmd
 }
@@ -149,7 +149,7 @@ device is written whole.`,
 				return err
 			}
 			defer s.Close()
-			pid, err := s.ResolvePoint(ctx, args[0])
+			pid, err := s.ResolvePoint(ctx, args[0], "")
 			if err != nil {
 				return err
 			}

@@ -232,3 +232,31 @@ func goRoot(t *testing.T) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+func TestParentLatestIsPerSource(t *testing.T) {
+	t.Setenv("BULWARK_PASSWORD", "test password")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	cli(t, "store", "init", "--store", store)
+	backup := func(source string, content byte, args ...string) backupSummary {
+		img := filepath.Join(dir, source+".img")
+		if err := os.WriteFile(img, bytes.Repeat([]byte{content}, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var sum backupSummary
+		all := append([]string{"image", "backup", "--store", store, "--source", source, "--json"}, args...)
+		if err := json.Unmarshal([]byte(cli(t, append(all, img)...)), &sum); err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	a := backup("a", 1)
+	backup("b", 2) // newer, of another source
+	a2 := backup("a", 3, "--parent", "latest")
+	if a2.Parent != a.Point {
+		t.Errorf("--parent latest of source a chose %s, want a's point %s", a2.Parent, a.Point)
+	}
+	if msg := cliErr(t, "image", "backup", "--store", store, "--source", "c", "--parent", "latest", filepath.Join(dir, "a.img")); !strings.Contains(msg, `source "c"`) {
+		t.Errorf("latest of a source without points: %q", msg)
+	}
+}
