@@ -3,13 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -162,21 +160,7 @@ func (img *crashImage) allocated(t *testing.T) int64 {
 
 func (img *crashImage) hash(t *testing.T) [32]byte {
 	t.Helper()
-	return crashHashFile(t, img.path)
-}
-
-func crashHashFile(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return [32]byte(h.Sum(nil))
+	return sha(t, img.path)
 }
 
 // crashCLI runs bulwark in the test's process.
@@ -302,7 +286,7 @@ func crashRestoreAll(t *testing.T, store, out string, committed []crashPoint) {
 			t.Errorf("restore point %s (%s): exit %d:\n%s", c.id[:12], c.what, code, log)
 			continue
 		}
-		if got := crashHashFile(t, out); got != c.hash {
+		if got := sha(t, out); got != c.hash {
 			t.Errorf("point %s (%s) restores to sha256 %x, the image was %x", c.id[:12], c.what, got[:8], c.hash[:8])
 		}
 		if err := os.Remove(out); err != nil {
