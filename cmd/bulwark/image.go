@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -245,106 +246,7 @@ func createOutput(path string, size int64) (*os.File, bool, error) {
 	return f, true, nil
 }
 
-func (a *app) pointsCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "points",
-		Short: "List restore points",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			s, err := a.openStore(ctx, "points")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			points, err := s.Points(ctx)
-			if err != nil {
-				return err
-			}
-			type row struct {
-				ID       string    `json:"id"`
-				Source   string    `json:"source"`
-				Time     time.Time `json:"time"`
-				Parent   string    `json:"parent,omitempty"`
-				Disks    int       `json:"disks"`
-				Size     int64     `json:"size"`
-				Data     int64     `json:"data_bytes"`
-				Stored   int64     `json:"bytes_stored"`
-				FullRead bool      `json:"full_read"`
-			}
-			rows := make([]row, 0, len(points))
-			for _, p := range points {
-				r := row{ID: p.ID.String(), Source: p.Source.Name, Time: p.Time, Disks: len(p.Disks), Stored: p.Stats.BytesStored}
-				if p.Parent != nil {
-					r.Parent = p.Parent.String()
-				}
-				for _, d := range p.Disks {
-					r.Size += d.Capacity
-					r.Data += d.DataBytes
-					r.FullRead = r.FullRead || d.FullRead != ""
-				}
-				rows = append(rows, r)
-			}
-			if a.jsonOut {
-				return printJSON(a.stdout, rows)
-			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "ID\tSOURCE\tTIME\tSIZE\tDATA\tSTORED\tKIND")
-			for _, r := range rows {
-				kind := "incremental"
-				if r.FullRead {
-					kind = "full"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:16], r.Source, r.Time.Local().Format(time.DateTime),
-					formatBytes(r.Size), formatBytes(r.Data), formatBytes(r.Stored), kind)
-			}
-			return tw.Flush()
-		},
-	}
-	a.storeFlags(cmd)
-	a.jsonFlag(cmd, "print a JSON array")
-	return cmd
-}
-
-func (a *app) statsCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "stats",
-		Short: "Show what a store holds and how well it deduplicates",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			s, err := a.openStore(ctx, "stats")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			st, err := s.Stats(ctx)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return printJSON(a.stdout, st)
-			}
-			tw := newTable(a.stdout)
-			fmt.Fprintf(tw, "points\t%d\n", st.Points)
-			fmt.Fprintf(tw, "logical bytes\t%s\n", formatBytes(st.LogicalBytes))
-			fmt.Fprintf(tw, "data bytes (not zero)\t%s\n", formatBytes(st.DataBytes))
-			fmt.Fprintf(tw, "unique bytes\t%s\n", formatBytes(st.UniqueBytes))
-			fmt.Fprintf(tw, "stored bytes\t%s\n", formatBytes(st.StoredBytes))
-			fmt.Fprintf(tw, "dedup ratio\t%.2f\n", st.DedupRatio)
-			fmt.Fprintf(tw, "compression ratio\t%.2f\n", st.CompressionRatio)
-			fmt.Fprintf(tw, "chunks\t%d\n", st.Chunks)
-			fmt.Fprintf(tw, "map pages\t%d\n", st.MapPages)
-			fmt.Fprintf(tw, "packs\t%d\n", st.Packs)
-			return tw.Flush()
-		},
-	}
-	a.storeFlags(cmd)
-	a.jsonFlag(cmd, "print a JSON object")
-	return cmd
-}
-
-func printJSON(w interface{ Write([]byte) (int, error) }, v any) error {
+func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
