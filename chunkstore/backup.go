@@ -3,8 +3,10 @@ package chunkstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
@@ -27,11 +29,22 @@ type Backup struct {
 	parent *Point
 	point  Point
 	start  time.Time
+	// firstPack is the index's next pack number when the backup began:
+	// every blob it stores lands in a pack numbered at least that.
+	firstPack uint32
+
+	mu   sync.Mutex
+	hits map[blob.ID]uint32 // blobs found in the index, and their pack numbers
+	done bool
 }
 
-// NewBackup starts a point.
+// NewBackup starts a point. The caller must Commit or Close it: until then
+// it keeps its parent and the blobs it deduplicated against alive.
 func (s *Store) NewBackup(ctx context.Context, o BackupOptions) (*Backup, error) {
-	b := &Backup{s: s, start: time.Now(), point: Point{
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	b := &Backup{s: s, start: time.Now(), hits: map[blob.ID]uint32{}, point: Point{
 		Version: pointVersion, Source: o.Source, Job: o.Job, Parent: o.Parent,
 		Consistency: o.Consistency, VMConfig: o.VMConfig,
 	}}
@@ -42,7 +55,53 @@ func (s *Store) NewBackup(ctx context.Context, o BackupOptions) (*Backup, error)
 		}
 		b.parent = p
 	}
+	// Registered under the same lock GC starts under, so that a GC either
+	// sees this backup or began before its first pack number was taken.
+	s.mu.Lock()
+	b.firstPack = s.idx.NextPackNumber()
+	s.backups[b] = struct{}{}
+	s.mu.Unlock()
 	return b, nil
+}
+
+// used records that the backup refers to an indexed blob.
+func (b *Backup) used(id blob.ID, packNumber uint32) {
+	b.mu.Lock()
+	b.hits[id] = packNumber
+	b.mu.Unlock()
+}
+
+// Close ends a backup that is not to be committed; its blobs become
+// garbage. Closing a committed backup does nothing.
+func (b *Backup) Close() {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b.done {
+		return
+	}
+	b.done = true
+	delete(s.backups, b)
+}
+
+// end unregisters a committed backup. A GC running now listed points
+// before this one existed, so it is handed the backup's roots.
+func (b *Backup) end() {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b.done {
+		return
+	}
+	b.done = true
+	delete(s.backups, b)
+	if s.gcHits != nil {
+		b.mu.Lock()
+		for id, n := range b.hits {
+			s.gcHits[id] = n
+		}
+		b.mu.Unlock()
+	}
 }
 
 // Prefetcher is implemented by disk readers that can start reading areas
@@ -155,7 +214,7 @@ func (b *Backup) storeMap(ctx context.Context, extents []diskmap.Extent) ([]Page
 	for _, pg := range diskmap.Paginate(extents) {
 		enc := diskmap.EncodePage(pg)
 		id := b.s.key.ID(enc)
-		n, err := b.s.storeBlob(ctx, blob.Map, id, enc, nil)
+		n, err := b.storeBlob(ctx, blob.Map, id, enc, nil)
 		if err != nil {
 			return nil, st, err
 		}
@@ -168,6 +227,9 @@ func (b *Backup) storeMap(ctx context.Context, extents []diskmap.Extent) ([]Page
 // Commit makes the point durable and returns it: first every pack it needs,
 // then its manifest.
 func (b *Backup) Commit(ctx context.Context) (*Point, error) {
+	if b.done {
+		return nil, errors.New("commit: the backup was already committed or closed")
+	}
 	if err := b.s.packer.flush(ctx); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -176,6 +238,7 @@ func (b *Backup) Commit(ctx context.Context) (*Point, error) {
 	if err := b.s.writePoint(ctx, &b.point); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
+	b.end()
 	p := b.point
 	return &p, nil
 }

@@ -82,7 +82,7 @@ func (b *Backup) chunkRegions(ctx context.Context, d DiskSpec, regions []diskmap
 	// One worker more than cores keeps both cores busy while one waits on a read.
 	for range runtime.GOMAXPROCS(0) + 1 {
 		g.Go(func() error {
-			w := newChunkWorker(s, p)
+			w := newChunkWorker(b, p)
 			for i := range next {
 				ext, wst, err := w.piece(gctx, d, pieces[i])
 				if err != nil {
@@ -116,6 +116,7 @@ func (b *Backup) chunkRegions(ctx context.Context, d DiskSpec, regions []diskmap
 // chunkWorker holds one goroutine's buffers.
 type chunkWorker struct {
 	s       *Store
+	b       *Backup
 	p       Params
 	buf     []byte
 	chunk   []byte
@@ -123,12 +124,12 @@ type chunkWorker struct {
 	scratch pack.Scratch
 }
 
-func newChunkWorker(s *Store, p Params) *chunkWorker {
+func newChunkWorker(b *Backup, p Params) *chunkWorker {
 	return &chunkWorker{
-		s: s, p: p,
+		s: b.s, b: b, p: p,
 		buf:   make([]byte, p.Segment),
 		chunk: make([]byte, p.ChunkMax),
-		ch:    chunker.NewWithBoundaries(nil, s.cfg.Polynomial, uint(p.ChunkMin), uint(p.ChunkMax)),
+		ch:    chunker.NewWithBoundaries(nil, b.s.cfg.Polynomial, uint(p.ChunkMin), uint(p.ChunkMax)),
 	}
 }
 
@@ -164,7 +165,7 @@ func (w *chunkWorker) piece(ctx context.Context, d DiskSpec, pc piece) ([]diskma
 			id := w.s.key.ID(c.Data)
 			out = append(out, diskmap.Extent{Offset: off, Length: int64(c.Length), ID: id})
 			st.Chunks++
-			stored, err := w.s.storeBlob(ctx, blob.Data, id, c.Data, &w.scratch)
+			stored, err := w.b.storeBlob(ctx, blob.Data, id, c.Data, &w.scratch)
 			if err != nil {
 				return nil, st, err
 			}
@@ -180,8 +181,9 @@ func (w *chunkWorker) piece(ctx context.Context, d DiskSpec, pc piece) ([]diskma
 
 // storeBlob stores a blob unless the store has it or is storing it, and
 // returns the sealed bytes it added (0 when deduplicated).
-func (s *Store) storeBlob(ctx context.Context, t blob.Type, id blob.ID, plain []byte, sc *pack.Scratch) (int, error) {
-	isNew, err := s.claim(id)
+func (b *Backup) storeBlob(ctx context.Context, t blob.Type, id blob.ID, plain []byte, sc *pack.Scratch) (int, error) {
+	s := b.s
+	isNew, err := b.claim(id)
 	if err != nil || !isNew {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -28,7 +29,10 @@ func newPacker(s *Store) *packer { return &packer{s: s} }
 
 // claim reports whether the caller should store blob id: it is neither
 // indexed nor being stored by someone else. A claimed blob must be added.
-func (s *Store) claim(id blob.ID) (bool, error) {
+// A blob found in the index is recorded as used by the backup, which makes
+// it a root for any GC that runs before the backup's point is committed.
+func (b *Backup) claim(id blob.ID) (bool, error) {
+	s := b.s
 	s.mu.Lock()
 	if _, ok := s.inflight[id]; ok {
 		s.mu.Unlock()
@@ -36,7 +40,12 @@ func (s *Store) claim(id blob.ID) (bool, error) {
 	}
 	s.inflight[id] = struct{}{}
 	s.mu.Unlock()
-	_, found, err := s.idx.Lookup(id)
+	s.sweep.RLock()
+	loc, found, err := s.idx.Lookup(id)
+	if found {
+		b.used(id, loc.PackNumber)
+	}
+	s.sweep.RUnlock()
 	if found || err != nil {
 		s.release([]pack.Entry{{ID: id}})
 		return false, err
@@ -140,7 +149,23 @@ func (s *Store) loadBlob(ctx context.Context, id blob.ID) ([]byte, error) {
 	if !found {
 		return nil, fmt.Errorf("blob %s is not in the index", id.Short())
 	}
-	return s.loadAt(ctx, loc)
+	plain, err := s.loadAt(ctx, loc)
+	if errors.Is(err, backend.ErrNotFound) {
+		// A GC may have moved the blob to a new pack since the lookup; a
+		// reader learns of the new pack from the backend.
+		if s.readOnly {
+			s.refreshMu.Lock()
+			rerr := s.reconcilePacks(ctx)
+			s.refreshMu.Unlock()
+			if rerr != nil {
+				return nil, rerr
+			}
+		}
+		if again, found, lerr := s.idx.Lookup(id); lerr == nil && found && again.Pack != loc.Pack {
+			return s.loadAt(ctx, again)
+		}
+	}
+	return plain, err
 }
 
 func (s *Store) loadAt(ctx context.Context, loc index.Location) ([]byte, error) {

@@ -14,7 +14,27 @@ import (
 // writer that died before indexing them are indexed from their trailers,
 // packs that are gone are forgotten, and the catalogue is made to list
 // exactly the manifests there are.
+//
+// Manifests are listed before packs: a writer may be at work (this store
+// being read-only), and a manifest is written after every pack it needs, so
+// each point listed has its packs in the later listing.
 func (s *Store) reconcile(ctx context.Context) error {
+	var names []string
+	if err := s.be.List(ctx, backend.Points, func(name string, _ int64) error {
+		names = append(names, name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	if err := s.reconcilePacks(ctx); err != nil {
+		return err
+	}
+	return s.reconcilePoints(ctx, names)
+}
+
+// reconcilePacks indexes the packs that the index lacks and forgets those
+// that are gone.
+func (s *Store) reconcilePacks(ctx context.Context) error {
 	indexed := map[blob.ID]bool{}
 	if err := s.idx.Packs(func(p index.PackInfo) error {
 		indexed[p.ID] = true
@@ -62,10 +82,10 @@ func (s *Store) reconcile(ctx context.Context) error {
 			return fmt.Errorf("reconcile: %w", err)
 		}
 	}
-	return s.reconcilePoints(ctx)
+	return nil
 }
 
-func (s *Store) reconcilePoints(ctx context.Context) error {
+func (s *Store) reconcilePoints(ctx context.Context, names []string) error {
 	catalogued := map[blob.ID]bool{}
 	if err := s.idx.Points(func(id blob.ID, _ []byte) error {
 		catalogued[id] = true
@@ -74,20 +94,17 @@ func (s *Store) reconcilePoints(ctx context.Context) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	var missing []blob.ID
-	if err := s.be.List(ctx, backend.Points, func(name string, _ int64) error {
+	for _, name := range names {
 		id, err := blob.ParseID(name)
 		if err != nil {
 			s.log.Warn("stray file among points", "name", name)
-			return nil
+			continue
 		}
 		if catalogued[id] {
 			delete(catalogued, id)
 		} else {
 			missing = append(missing, id)
 		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("reconcile: %w", err)
 	}
 	for _, id := range missing {
 		p, err := s.LoadPoint(ctx, id)

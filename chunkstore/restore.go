@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -139,12 +140,18 @@ func (s *Store) planRestore(extents []diskmap.Extent, where func(int64) string) 
 
 func (s *Store) restoreRun(ctx context.Context, rn run, w io.WriterAt, where func(int64) string, progress func(int64)) error {
 	data, err := s.be.Load(ctx, backend.Handle{Kind: backend.Packs, Name: rn.pack.String()}, rn.start, int(rn.end-rn.start))
-	if err != nil {
+	moved := errors.Is(err, backend.ErrNotFound) // by a GC since the plan was made
+	if err != nil && !moved {
 		return fmt.Errorf("%s: %w", where(rn.chunks[0].offsets[0]), err)
 	}
 	for _, c := range rn.chunks {
-		off := int64(c.loc.Offset) - rn.start
-		plain, err := s.codec.Open(c.loc.Entry, data[off:off+int64(c.loc.Length)])
+		var plain []byte
+		if moved {
+			plain, err = s.loadBlob(ctx, c.loc.ID)
+		} else {
+			off := int64(c.loc.Offset) - rn.start
+			plain, err = s.codec.Open(c.loc.Entry, data[off:off+int64(c.loc.Length)])
+		}
 		if err != nil {
 			return fmt.Errorf("%s: pack %s: %w", where(c.offsets[0]), rn.pack.Short(), err)
 		}

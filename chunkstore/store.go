@@ -40,12 +40,30 @@ type Store struct {
 	cfg    *config
 	idx    *index.Index
 	log    *slog.Logger
-	unlock func() error
 	packer *packer
 	cache  *chunkCache
 
+	readOnly bool
+	close    []func() error // index, then lock
+	// refreshMu serialises a reader's catching up with packs a writer
+	// wrote or deleted since the reader opened.
+	refreshMu sync.Mutex
+
 	mu       sync.Mutex
 	inflight map[blob.ID]struct{} // claimed by a backup, pack not yet indexed
+	backups  map[*Backup]struct{} // not yet committed or closed
+	// gcHits, while a GC runs, gathers the dedup hits of backups that end
+	// during it: their points may be committed after the GC listed points.
+	gcHits map[blob.ID]uint32
+
+	// sweep orders dedup against garbage collection: a backup holds it for
+	// reading from finding a blob in the index to recording that it uses
+	// it, and GC holds it for writing while it takes its last roots and
+	// drops the index entries of what it deletes. A blob is thus either
+	// seen by GC as used, or missed by the backup, which stores it anew.
+	sweep sync.RWMutex
+	// maint lets one GC, prune or check run at a time.
+	maint sync.Mutex
 }
 
 // InitOptions configure a new store.
@@ -122,25 +140,45 @@ type Options struct {
 	Purpose string
 	// CacheBytes bounds the chunk cache of readers; 0 means 64 MiB.
 	CacheBytes int64
+	// ReadOnly opens the store without the writer's lock, for commands
+	// that only read: they never wait for a writer nor stop one from
+	// starting. They use an index of their own ("index-read" beside the
+	// writer's, or a temporary one while another reader has that), which
+	// open brings up to date from the packs and manifests.
+	ReadOnly bool
+	// RebuildIndex discards the index before opening, so that it is built
+	// again from the packs and manifests alone.
+	RebuildIndex bool
 }
 
-// Open opens the store on be for exclusive use: the backend's lock is held
-// until Close, and a second opener gets an error naming the holder.
+// Open opens the store on be. Unless opts.ReadOnly, the caller is its only
+// writer: the backend's lock is held until Close, and a second writer gets
+// an error naming the holder.
 func Open(ctx context.Context, be backend.Backend, opts Options) (_ *Store, err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	host, _ := os.Hostname()
-	unlock, err := be.Lock(ctx, backend.LockInfo{PID: os.Getpid(), Host: host, Since: time.Now().UTC(), What: opts.Purpose})
-	if err != nil {
-		return nil, err
-	}
+	var cleanup []func() error
 	defer func() {
 		if err != nil {
-			_ = unlock()
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				_ = cleanup[i]()
+			}
 		}
 	}()
+	if !opts.ReadOnly {
+		host, _ := os.Hostname()
+		unlock, stale, err := be.Lock(ctx, backend.LockInfo{PID: os.Getpid(), Host: host, Since: time.Now().UTC(), What: opts.Purpose})
+		if err != nil {
+			return nil, err
+		}
+		cleanup = append(cleanup, unlock)
+		if stale != nil {
+			log.Warn("took over the lock of a writer that died", "pid", stale.PID, "host", stale.Host,
+				"since", stale.Since, "what", stale.What)
+		}
+	}
 	sealedCfg, err := be.Load(ctx, backend.Handle{Kind: backend.Config, Name: "config"}, 0, -1)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil, fmt.Errorf("open %s: no store there (run \"bulwark store init\" first)", be.Location())
@@ -164,33 +202,73 @@ func Open(ctx context.Context, be backend.Backend, opts Options) (_ *Store, err 
 	if err != nil {
 		return nil, err
 	}
-	dir := opts.IndexDir
-	if dir == "" {
-		l, ok := be.(*backend.Local)
-		if !ok {
-			return nil, errors.New("open: an index directory is needed for a non-local backend")
-		}
-		dir = filepath.Join(l.Dir(), "index")
-	}
-	idx, err := index.Open(dir, log)
+	idx, closeIdx, err := openIndex(be, opts, log)
 	if err != nil {
 		return nil, err
 	}
+	cleanup = append(cleanup, closeIdx)
 	cacheBytes := opts.CacheBytes
 	if cacheBytes <= 0 {
 		cacheBytes = 64 << 20
 	}
 	s := &Store{
-		be: be, key: key, codec: codec, cfg: cfg, idx: idx, log: log, unlock: unlock,
+		be: be, key: key, codec: codec, cfg: cfg, idx: idx, log: log, readOnly: opts.ReadOnly,
 		inflight: make(map[blob.ID]struct{}),
+		backups:  make(map[*Backup]struct{}),
 		cache:    newChunkCache(cacheBytes),
 	}
 	s.packer = newPacker(s)
 	if err := s.reconcile(ctx); err != nil {
-		_ = idx.Close()
 		return nil, fmt.Errorf("open %s: %w", be.Location(), err)
 	}
+	s.close = cleanup
 	return s, nil
+}
+
+// openIndex opens the index that opts asks for and returns what closes it.
+func openIndex(be backend.Backend, opts Options, log *slog.Logger) (*index.Index, func() error, error) {
+	dir := opts.IndexDir
+	if dir == "" {
+		l, ok := be.(*backend.Local)
+		if !ok {
+			return nil, nil, errors.New("open: an index directory is needed for a non-local backend")
+		}
+		dir = filepath.Join(l.Dir(), "index")
+		if opts.ReadOnly {
+			dir += "-read"
+		}
+	}
+	if opts.RebuildIndex {
+		if opts.ReadOnly {
+			return nil, nil, errors.New("open: the index cannot be rebuilt read-only")
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, nil, fmt.Errorf("rebuild index: %w", err)
+		}
+		log.Info("index discarded, to be rebuilt from the packs", "dir", dir)
+	}
+	idx, err := index.Open(dir, log)
+	if err == nil {
+		return idx, idx.Close, nil
+	}
+	if !opts.ReadOnly || !index.IsBusy(err) {
+		return nil, nil, err
+	}
+	// Another reader has the shared read index: this one builds its own.
+	tmp, terr := os.MkdirTemp("", "bulwark-index-*")
+	if terr != nil {
+		return nil, nil, fmt.Errorf("%w; and a private one: %w", err, terr)
+	}
+	log.Info("read index busy: building a private one", "dir", tmp)
+	if idx, err = index.Open(tmp, log); err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	return idx, func() error {
+		err := idx.Close()
+		os.RemoveAll(tmp)
+		return err
+	}, nil
 }
 
 func unwrapKey(ctx context.Context, be backend.Backend, password []byte) (*crypto.Key, error) {
@@ -235,15 +313,20 @@ func unwrapKey(ctx context.Context, be backend.Backend, password []byte) (*crypt
 	return nil, lastErr
 }
 
-// Close flushes nothing (points are committed explicitly), closes the index
-// and releases the lock.
+// Close closes the index and releases the lock. It commits nothing:
+// points are committed explicitly.
 func (s *Store) Close() error {
-	err := s.idx.Close()
-	if uerr := s.unlock(); err == nil {
-		err = uerr
+	var err error
+	for i := len(s.close) - 1; i >= 0; i-- {
+		if cerr := s.close[i](); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }
+
+// ReadOnly reports whether the store was opened read-only.
+func (s *Store) ReadOnly() bool { return s.readOnly }
 
 // Params returns the store's parameters.
 func (s *Store) Params() Params { return s.cfg.Params }

@@ -19,6 +19,7 @@ const (
 	Keys   Kind = "keys"   // password-wrapped master keys
 	Packs  Kind = "packs"  // sealed packs, named by the hash of their contents
 	Points Kind = "points" // restore-point manifests, named likewise
+	Pins   Kind = "pins"   // empty files named after the points never to prune
 )
 
 // Handle names one file.
@@ -47,9 +48,10 @@ type Backend interface {
 	List(ctx context.Context, k Kind, fn func(name string, size int64) error) error
 	// Remove deletes h.
 	Remove(ctx context.Context, h Handle) error
-	// Lock makes the caller the store's only user until unlock is called or
-	// the process ends, or returns a *LockedError naming the holder.
-	Lock(ctx context.Context, who LockInfo) (unlock func() error, err error)
+	// Lock makes the caller the store's only writer until unlock is called
+	// or the process ends, or returns a *LockedError naming the holder. A
+	// lock left by a holder that died is taken over, and stale names it.
+	Lock(ctx context.Context, who LockInfo) (unlock func() error, stale *LockInfo, err error)
 	// Location says where the backend keeps its files, for messages.
 	Location() string
 }

@@ -44,7 +44,7 @@ func (l *Local) path(h Handle) (string, error) {
 			return "", fmt.Errorf("invalid pack name %q", h.Name)
 		}
 		return filepath.Join(l.dir, "packs", h.Name[:2], h.Name), nil
-	case Keys, Points:
+	case Keys, Points, Pins:
 		return filepath.Join(l.dir, string(h.Kind), h.Name), nil
 	}
 	return "", fmt.Errorf("unknown file kind %q", h.Kind)
@@ -171,7 +171,7 @@ func (l *Local) List(ctx context.Context, k Kind, fn func(name string, size int6
 				dirs = append(dirs, filepath.Join(l.dir, "packs", s.Name()))
 			}
 		}
-	case Keys, Points:
+	case Keys, Points, Pins:
 		dirs = []string{filepath.Join(l.dir, string(k))}
 	case Config:
 		if fi, err := os.Stat(filepath.Join(l.dir, "config")); err == nil {
@@ -221,17 +221,18 @@ func (l *Local) Remove(ctx context.Context, h Handle) error {
 }
 
 // Lock implements Backend with an flock on the file "lock", which the kernel
-// releases when the holder dies however it dies, so a crash never leaves a
-// stale lock. The file's content names the holder for the error message.
+// releases when the holder dies however it dies. The file's content names
+// the holder for the error message; a holder that lets go empties it, so
+// content found on taking the lock names a holder that died with it.
 // Temporary files of a dead writer are removed once the lock is held.
-func (l *Local) Lock(ctx context.Context, who LockInfo) (func() error, error) {
+func (l *Local) Lock(ctx context.Context, who LockInfo) (func() error, *LockInfo, error) {
 	if err := os.MkdirAll(l.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("lock %s: %w", l.dir, err)
+		return nil, nil, fmt.Errorf("lock %s: %w", l.dir, err)
 	}
 	p := filepath.Join(l.dir, "lock")
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", l.dir, err)
+		return nil, nil, fmt.Errorf("lock %s: %w", l.dir, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		defer f.Close()
@@ -240,9 +241,16 @@ func (l *Local) Lock(ctx context.Context, who LockInfo) (func() error, error) {
 			if b, rerr := io.ReadAll(f); rerr == nil {
 				_ = json.Unmarshal(b, &le.Holder)
 			}
-			return nil, le
+			return nil, nil, le
 		}
-		return nil, fmt.Errorf("lock %s: %w", l.dir, err)
+		return nil, nil, fmt.Errorf("lock %s: %w", l.dir, err)
+	}
+	var stale *LockInfo
+	if b, err := io.ReadAll(f); err == nil && len(b) > 0 {
+		var old LockInfo
+		if json.Unmarshal(b, &old) == nil {
+			stale = &old
+		}
 	}
 	// Written over the old holder and then cut to length, so that a reader
 	// never finds the file empty while it is held.
@@ -251,5 +259,9 @@ func (l *Local) Lock(ctx context.Context, who LockInfo) (func() error, error) {
 		_ = f.Truncate(int64(len(b)))
 	}
 	_ = os.RemoveAll(filepath.Join(l.dir, "tmp"))
-	return f.Close, nil // closing drops the flock
+	unlock := func() error {
+		_ = f.Truncate(0)
+		return f.Close() // closing drops the flock
+	}
+	return unlock, stale, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -23,6 +24,7 @@ const (
 	prefixBlob  = 'b' // blob ID -> pack number, location in the pack
 	prefixPack  = 'k' // pack ID -> pack number, size, blob count
 	prefixPoint = 'p' // point ID -> sealed catalogue entry
+	prefixMeta  = 'm' // name -> state of the store's own work, such as a check's progress
 )
 
 // Blob entries name their pack by a small number rather than its 32-byte ID:
@@ -38,6 +40,9 @@ const SoftMemoryLimit = 512 << 20
 // Location says where a blob is.
 type Location struct {
 	Pack blob.ID
+	// PackNumber is the index's short name for Pack. Numbers grow with
+	// every pack indexed, so they order packs by when they were indexed.
+	PackNumber uint32
 	pack.Entry
 }
 
@@ -81,14 +86,21 @@ func Open(dir string, log *slog.Logger) (*Index, error) {
 	}
 	x := &Index{db: db, packs: map[uint32]blob.ID{}, numbers: map[blob.ID]uint32{}, next: 1}
 	if err := x.Packs(func(p PackInfo) error {
-		x.packs[p.number], x.numbers[p.ID] = p.ID, p.number
-		x.next = max(x.next, p.number+1)
+		x.packs[p.Number], x.numbers[p.ID] = p.ID, p.Number
+		x.next = max(x.next, p.Number+1)
 		return nil
 	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
 	return x, nil
+}
+
+// IsBusy reports whether Open failed because another process has the
+// index open.
+func IsBusy(err error) bool {
+	// Badger has no error value for it; its message is stable since v1.
+	return err != nil && strings.Contains(err.Error(), "Cannot acquire directory lock")
 }
 
 // Close closes the index.
@@ -125,7 +137,7 @@ func (x *Index) decodeLocation(id blob.ID, b []byte) (Location, error) {
 	if !ok {
 		return l, fmt.Errorf("index entry for blob %s: unknown pack number %d", id.Short(), num)
 	}
-	l.Pack, l.ID, l.Type, l.Compressed = p, id, blob.Type(b[n]), b[n+1] == 1
+	l.Pack, l.PackNumber, l.ID, l.Type, l.Compressed = p, uint32(num), id, blob.Type(b[n]), b[n+1] == 1
 	b = b[n+2:]
 	var v [3]uint32
 	for i := range v {
@@ -197,7 +209,7 @@ type PackInfo struct {
 	ID     blob.ID
 	Size   int64
 	Blobs  int
-	number uint32
+	Number uint32
 }
 
 // Packs calls fn for every indexed pack.
@@ -213,7 +225,7 @@ func (x *Index) Packs(fn func(PackInfo) error) error {
 			}
 			f[i], v = x, v[n:]
 		}
-		p.number, p.Size, p.Blobs = uint32(f[0]), int64(f[1]), int(f[2])
+		p.Number, p.Size, p.Blobs = uint32(f[0]), int64(f[1]), int(f[2])
 		return fn(p)
 	})
 }
@@ -243,8 +255,26 @@ func (x *Index) ForgetPacks(gone map[blob.ID]bool) error {
 	if err != nil {
 		return err
 	}
-	x.mu.Lock()
+	packs := make([]blob.ID, 0, len(gone))
 	for p := range gone {
+		packs = append(packs, p)
+	}
+	return x.delete(keys, packs)
+}
+
+// Forget removes the entries of blobs and packs. The caller has made sure
+// that no entry of a blob it names points elsewhere than it expects.
+func (x *Index) Forget(blobs []blob.ID, packs []blob.ID) error {
+	keys := make([][]byte, 0, len(blobs))
+	for _, id := range blobs {
+		keys = append(keys, blobKey(id))
+	}
+	return x.delete(keys, packs)
+}
+
+func (x *Index) delete(keys [][]byte, packs []blob.ID) error {
+	x.mu.Lock()
+	for _, p := range packs {
 		keys = append(keys, packKey(p))
 		delete(x.packs, x.numbers[p])
 		delete(x.numbers, p)
@@ -257,7 +287,18 @@ func (x *Index) ForgetPacks(gone map[blob.ID]bool) error {
 			return fmt.Errorf("forget packs: %w", err)
 		}
 	}
-	return wb.Flush()
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("forget packs: %w", err)
+	}
+	return nil
+}
+
+// NextPackNumber is the number the next pack indexed will get: every pack
+// indexed before the call has a lower one.
+func (x *Index) NextPackNumber() uint32 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.next
 }
 
 // PutPoint stores a point's catalogue entry.
@@ -277,6 +318,44 @@ func (x *Index) Points(fn func(id blob.ID, entry []byte) error) error {
 		copy(id[:], k[1:])
 		return fn(id, v)
 	})
+}
+
+// Meta returns a named value of the store's own bookkeeping, or nil.
+func (x *Index) Meta(name string) ([]byte, error) {
+	var v []byte
+	err := x.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(append([]byte{prefixMeta}, name...))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index meta %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// SetMeta stores a named value durably; nil deletes it.
+func (x *Index) SetMeta(name string, v []byte) error {
+	k := append([]byte{prefixMeta}, name...)
+	err := x.db.Update(func(txn *badger.Txn) error {
+		if v == nil {
+			return txn.Delete(k)
+		}
+		return txn.Set(k, v)
+	})
+	if err == nil {
+		err = x.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("index meta %s: %w", name, err)
+	}
+	return nil
 }
 
 // Sync makes everything written so far durable.

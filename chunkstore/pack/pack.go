@@ -207,3 +207,21 @@ func CheckHeader(h []byte) error {
 	}
 	return nil
 }
+
+// Parse checks a whole pack's header and footer and returns its blobs as
+// its trailer lists them.
+func Parse(k *crypto.Key, data []byte) ([]Entry, error) {
+	if err := CheckHeader(data); err != nil {
+		return nil, err
+	}
+	size := int64(len(data))
+	if size < int64(HeaderSize+FooterSize) {
+		return nil, fmt.Errorf("pack of %d bytes is too short", size)
+	}
+	n, err := ParseFooter(data[size-int64(FooterSize):], size)
+	if err != nil {
+		return nil, err
+	}
+	end := size - int64(FooterSize)
+	return OpenTrailer(k, data[end-int64(n):end], size)
+}

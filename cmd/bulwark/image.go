@@ -100,6 +100,7 @@ and deduplicated against the parent. Prints the new point's ID last.`,
 			if err != nil {
 				return err
 			}
+			defer b.Close()
 			dst, err := b.AddDisk(ctx, spec)
 			bar.finish()
 			if err != nil {
