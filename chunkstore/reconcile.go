@@ -3,6 +3,7 @@ package chunkstore
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
@@ -77,7 +78,13 @@ func (s *Store) reconcilePacks(ctx context.Context) error {
 		s.log.Info("indexed pack found on open", "pack", f.id.Short(), "blobs", len(entries))
 	}
 	if len(indexed) > 0 {
-		s.log.Warn("packs in the index are gone from the store", "packs", len(indexed))
+		// A writer's GC deletes packs under its readers: only a writer's
+		// own index losing packs is news.
+		level := slog.LevelWarn
+		if s.readOnly {
+			level = slog.LevelInfo
+		}
+		s.log.Log(ctx, level, "packs in the index are gone from the store", "packs", len(indexed))
 		if err := s.idx.ForgetPacks(indexed); err != nil {
 			return fmt.Errorf("reconcile: %w", err)
 		}

@@ -64,7 +64,7 @@ and deduplicated against the parent. Prints the new point's ID last.`,
 				return err
 			}
 			defer img.Close()
-			s, err := a.openStore(ctx, "image backup")
+			s, err := a.openStore(ctx, "image backup", forWriting)
 			if err != nil {
 				return err
 			}
@@ -146,7 +146,7 @@ device is written whole.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			s, err := a.openStore(ctx, "image restore")
+			s, err := a.openStore(ctx, "image restore", forReading)
 			if err != nil {
 				return err
 			}

@@ -14,7 +14,7 @@ func (a *app) pointsCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			s, err := a.openStore(ctx, "points")
+			s, err := a.openStore(ctx, "points", forReading)
 			if err != nil {
 				return err
 			}
@@ -75,7 +75,7 @@ func (a *app) statsCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			s, err := a.openStore(ctx, "stats")
+			s, err := a.openStore(ctx, "stats", forReading)
 			if err != nil {
 				return err
 			}

@@ -92,13 +92,21 @@ func (a *app) password(confirm bool) ([]byte, error) {
 	return pw, nil
 }
 
+// Ways to open a store.
+const (
+	forWriting = iota
+	forReading // never waits for a writer, nor stops one from starting
+	forRebuild // writing, with the index discarded first
+)
+
 // openStore opens the store named by --store for the given purpose.
-func (a *app) openStore(ctx context.Context, purpose string) (*chunkstore.Store, error) {
+func (a *app) openStore(ctx context.Context, purpose string, mode int) (*chunkstore.Store, error) {
 	pw, err := a.password(false)
 	if err != nil {
 		return nil, err
 	}
 	return chunkstore.Open(ctx, backend.NewLocal(a.storeDir), chunkstore.Options{
 		Password: pw, Logger: a.log, Purpose: purpose,
+		ReadOnly: mode == forReading, RebuildIndex: mode == forRebuild,
 	})
 }
