@@ -381,4 +381,6 @@ func (s *Store) repack(ctx context.Context, numbers []uint32, packs map[uint32]*
 	return written, damaged, save()
 }
 
-func (s idSet) remove(id blob.ID) { delete(s, idKey(id)) }
+func (s idSet) remove(id blob.ID)    { delete(s, idKey(id)) }
+func (s idSet) hasKey(k uint64) bool { _, ok := s[k]; return ok }
+func (s idSet) addKey(k uint64)      { s[k] = struct{}{} }

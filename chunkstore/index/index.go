@@ -293,6 +293,13 @@ func (x *Index) delete(keys [][]byte, packs []blob.ID) error {
 	return nil
 }
 
+// PackCount is the number of packs indexed.
+func (x *Index) PackCount() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.packs)
+}
+
 // NextPackNumber is the number the next pack indexed will get: every pack
 // indexed before the call has a lower one.
 func (x *Index) NextPackNumber() uint32 {

@@ -98,6 +98,24 @@ func (a *app) statsCommand() *cobra.Command {
 			fmt.Fprintf(tw, "chunks\t%d\n", st.Chunks)
 			fmt.Fprintf(tw, "map pages\t%d\n", st.MapPages)
 			fmt.Fprintf(tw, "packs\t%d\n", st.Packs)
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout)
+			tw = newTable(a.stdout)
+			fmt.Fprintln(tw, "SOURCE\tPOINTS\tDATA\tUNIQUE\tDEDUP")
+			for _, src := range st.Sources {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.2f\n", src.Name, src.Points, formatBytes(src.DataBytes), formatBytes(src.UniqueBytes), src.DedupRatio)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout)
+			tw = newTable(a.stdout)
+			fmt.Fprintln(tw, "POINT\tSOURCE\tTIME\tDATA\tDELETING IT FREES")
+			for _, p := range st.PointsSpace {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID[:16], p.Source, p.Time.Local().Format(time.DateTime), formatBytes(p.DataBytes), formatBytes(p.FreesBytes))
+			}
 			return tw.Flush()
 		},
 	}
