@@ -101,6 +101,7 @@ type checker struct {
 	badPacks  map[blob.ID]bool
 	noPoint   map[blob.ID]string // manifests that do not load, and why
 	catalogue map[blob.ID]*Point
+	missing   int // packs the index has and the backend lacks
 }
 
 type badBlob struct {
@@ -124,23 +125,44 @@ func (s *Store) Check(ctx context.Context, o CheckOptions) (*CheckReport, error)
 	start := time.Now()
 	s.maint.Lock()
 	defer s.maint.Unlock()
-	c := &checker{s: s, bad: map[uint64]badBlob{}, refs: idSet{}, badPages: map[blob.ID]string{},
-		badPacks: map[blob.ID]bool{}, noPoint: map[blob.ID]string{}, points: map[blob.ID]*Point{}, catalogue: map[blob.ID]*Point{}}
 	progress := func(stage string, done, total int64) {
 		if o.Progress != nil {
 			o.Progress(stage, done, total)
 		}
 	}
-	if err := c.manifests(ctx, progress); err != nil {
-		return nil, fmt.Errorf("check: %w", err)
-	}
-	// Taken after the manifests were listed: every pack they need was
-	// indexed before they were written, so numbers below this one cover
-	// them, and packs from later numbers are a running backup's.
-	firstFresh := s.idx.NextPackNumber()
-	fps, sizes, err := c.packs(ctx, firstFresh, progress)
-	if err != nil {
-		return nil, fmt.Errorf("check: %w", err)
+	var c *checker
+	var fps *prints
+	var sizes map[blob.ID]int64
+	var firstFresh uint32
+	for attempt := 0; ; attempt++ {
+		if s.readOnly {
+			// A writer may have added and deleted packs since this reader
+			// opened: its index catches up first.
+			s.refreshMu.Lock()
+			err := s.reconcilePacks(ctx)
+			s.refreshMu.Unlock()
+			if err != nil {
+				return nil, fmt.Errorf("check: %w", err)
+			}
+		}
+		c = &checker{s: s, bad: map[uint64]badBlob{}, refs: idSet{}, badPages: map[blob.ID]string{},
+			badPacks: map[blob.ID]bool{}, noPoint: map[blob.ID]string{}, points: map[blob.ID]*Point{}, catalogue: map[blob.ID]*Point{}}
+		if err := c.manifests(ctx, progress); err != nil {
+			return nil, fmt.Errorf("check: %w", err)
+		}
+		// Taken after the manifests were listed: every pack they need was
+		// indexed before they were written, so numbers below this one
+		// cover them, and packs from later numbers are a running backup's.
+		firstFresh = s.idx.NextPackNumber()
+		var err error
+		if fps, sizes, err = c.packs(ctx, firstFresh, progress); err != nil {
+			return nil, fmt.Errorf("check: %w", err)
+		}
+		// A pack gone from under a reader may be a writer's GC at work
+		// rather than damage: one more look tells.
+		if !s.readOnly || c.missing == 0 || attempt > 0 {
+			break
+		}
 	}
 	if err := c.mark(ctx, progress); err != nil {
 		return nil, fmt.Errorf("check: %w", err)
@@ -261,6 +283,7 @@ func (c *checker) packs(ctx context.Context, firstFresh uint32, progress func(st
 		if !present[id] {
 			c.problem("pack", id.String(), "missing: the index lists it, the store has no such file")
 			c.badPacks[id] = true
+			c.missing++
 		}
 	}
 	c.rep.Packs = len(present)
