@@ -175,7 +175,8 @@ func (s *Store) Check(ctx context.Context, o CheckOptions) (*CheckReport, error)
 			return nil, fmt.Errorf("check: %w", err)
 		}
 	}
-	if err := c.attribute(ctx); err != nil {
+	// A data check stopped by ctx still names what it found so far.
+	if err := c.attribute(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
 	rep := &c.rep
@@ -542,9 +543,11 @@ func (c *checker) attribute(ctx context.Context) error {
 		}
 		c.rep.DamagedPoints = append(c.rep.DamagedPoints, dp)
 	}
+	const unindexed = "used by a point but not in the index"
 	for k := range c.refs {
-		c.bad[k] = badBlob{"", "not in the index"}
+		c.bad[k] = badBlob{"", unindexed}
 	}
+	reported := idSet{}
 	if len(c.bad) == 0 && len(c.badPages) == 0 {
 		return nil
 	}
@@ -569,6 +572,11 @@ func (c *checker) attribute(ctx context.Context) error {
 					} else {
 						for _, e := range pg.Extents {
 							if b, bad := c.bad[idKey(e.ID)]; bad {
+								// Only here is the full ID of a missing chunk known.
+								if b.why == unindexed && !reported.has(e.ID) {
+									reported.add(e.ID)
+									c.problem("chunk", e.ID.String(), "%s", unindexed)
+								}
 								f.problems = append(f.problems, fmt.Sprintf("disk %d at offset %d: chunk %s: %s", d.Index, e.Offset, e.ID.Short(), b.why))
 								if b.pack != "" {
 									f.packs = append(f.packs, b.pack)
