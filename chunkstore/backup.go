@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
 	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
 )
@@ -61,10 +62,21 @@ func (s *Store) NewBackup(ctx context.Context, o BackupOptions) (*Backup, error)
 	b.firstPack = s.idx.NextPackNumber()
 	s.backups[b] = struct{}{}
 	s.mu.Unlock()
+	// A GC marks the parents of the backups it sees, and deleting a point
+	// waits for any GC. A parent deleted before this backup was seen is
+	// caught here; one deleted later is marked by every later GC.
+	if b.parent != nil {
+		if _, err := s.be.Stat(ctx, backend.Handle{Kind: backend.Points, Name: b.parent.ID.String()}); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("parent %s: deleted as the backup began: %w", b.parent.ID.Short(), err)
+		}
+	}
 	return b, nil
 }
 
-// used records that the backup refers to an indexed blob.
+// used records that the backup refers to an indexed blob, in the pack of
+// the given number, or 0 for a blob another backup was storing: its pack
+// is looked up when a GC needs to know.
 func (b *Backup) used(id blob.ID, packNumber uint32) {
 	b.mu.Lock()
 	b.hits[id] = packNumber

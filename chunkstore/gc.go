@@ -59,6 +59,9 @@ type packUse struct {
 	id   blob.ID
 	size int64
 	live int64 // sealed bytes of live blobs whose index entry names this pack
+	// blobs the pack holds, and how many of them are live and indexed
+	// here (not as a copy in another pack).
+	blobs, liveBlobs int
 }
 
 // GC deletes what no point uses: packs with no live blob go, and packs whose
@@ -140,6 +143,8 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		switch {
 		case u.live == 0:
 			doomed[n] = true
+		case u.liveBlobs == u.blobs:
+			// Wholly live: its header and trailer are no reason to rewrite it.
 		case float64(u.live) < o.RepackBelow/100*float64(u.size):
 			doomed[n] = true
 			repack = append(repack, n)
@@ -182,22 +187,35 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	// pack holding one is spared; it is dead by the next GC or not at all.
 	s.sweep.Lock()
 	s.mu.Lock()
-	spare := map[uint32]bool{}
+	var suspects []blob.ID
 	for b := range s.backups {
 		b.mu.Lock()
-		for _, n := range b.hits {
-			if doomed[n] {
-				spare[n] = true
+		for id, n := range b.hits {
+			if n == 0 || doomed[n] {
+				suspects = append(suspects, id)
 			}
 		}
 		b.mu.Unlock()
 	}
-	for _, n := range s.gcHits {
-		if doomed[n] {
-			spare[n] = true
+	for id, n := range s.gcHits {
+		if n == 0 || doomed[n] {
+			suspects = append(suspects, id)
 		}
 	}
 	s.mu.Unlock()
+	// A used blob that repacking moved is safe; one still in a doomed
+	// pack spares that pack.
+	spare := map[uint32]bool{}
+	for _, id := range suspects {
+		loc, found, err := s.idx.Lookup(id)
+		if err != nil {
+			s.sweep.Unlock()
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		if found && doomed[loc.PackNumber] {
+			spare[loc.PackNumber] = true
+		}
+	}
 	var forget []blob.ID
 	for i, id := range deadBlobs {
 		if !spare[deadPacks[i]] {
@@ -291,7 +309,7 @@ func (s *Store) packUse(live idSet, firstFresh uint32, st *GCStats) (map[uint32]
 	packs := map[uint32]*packUse{}
 	if err := s.idx.Packs(func(p index.PackInfo) error {
 		if p.Number < firstFresh {
-			packs[p.Number] = &packUse{id: p.ID, size: p.Size}
+			packs[p.Number] = &packUse{id: p.ID, size: p.Size, blobs: p.Blobs}
 		}
 		return nil
 	}); err != nil {
@@ -301,6 +319,7 @@ func (s *Store) packUse(live idSet, firstFresh uint32, st *GCStats) (map[uint32]
 		u := packs[l.PackNumber]
 		if u != nil && live.has(l.ID) {
 			u.live += int64(l.Length)
+			u.liveBlobs++
 			st.LiveBlobs++
 		}
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
@@ -17,12 +18,12 @@ import (
 // overlaps with the other workers' chunking. A pack's blobs are indexed only
 // once it is durable, and only then leave the in-flight set.
 type packer struct {
-	s       *Store
-	mu      sync.Mutex
-	w       *pack.Writer
-	pending sync.WaitGroup
-	err     error    // first save failure; the store takes no more blobs
-	free    [][]byte // buffers of saved packs, for new ones: fresh memory costs page faults
+	s      *Store
+	mu     sync.Mutex
+	w      *pack.Writer
+	saving []chan struct{} // one per pack being saved, closed when it is
+	err    error           // first save failure; the store takes no more blobs
+	free   [][]byte        // buffers of saved packs, for new ones: fresh memory costs page faults
 }
 
 func newPacker(s *Store) *packer { return &packer{s: s} }
@@ -36,6 +37,9 @@ func (b *Backup) claim(id blob.ID) (bool, error) {
 	s.mu.Lock()
 	if _, ok := s.inflight[id]; ok {
 		s.mu.Unlock()
+		// Its pack may be indexed already, numbered below this backup's
+		// first: it is recorded as used, pack to be looked up.
+		b.used(id, 0)
 		return false, nil
 	}
 	s.inflight[id] = struct{}{}
@@ -78,16 +82,36 @@ func (p *packer) add(ctx context.Context, e pack.Entry, sealed []byte) error {
 	}
 	p.w.Add(e, sealed)
 	var full *pack.Writer
+	var done func()
 	if p.w.Size() >= p.s.cfg.Params.PackSize {
 		full, p.w = p.w, nil
-		p.pending.Add(1)
+		done = p.startSave()
 	}
 	p.mu.Unlock()
 	if full == nil {
 		return nil
 	}
-	defer p.pending.Done()
+	defer done()
 	return p.save(ctx, full)
+}
+
+// startSave records a pack being saved, under p.mu, and returns what marks
+// it saved. flush waits for the packs being saved when it is called, not
+// for those that other backups start meanwhile.
+func (p *packer) startSave() func() {
+	ch := make(chan struct{})
+	p.saving = append(p.saving, ch)
+	return func() {
+		p.mu.Lock()
+		for i, c := range p.saving {
+			if c == ch {
+				p.saving = append(p.saving[:i], p.saving[i+1:]...)
+				break
+			}
+		}
+		p.mu.Unlock()
+		close(ch)
+	}
 }
 
 func (p *packer) save(ctx context.Context, w *pack.Writer) error {
@@ -121,20 +145,28 @@ func (p *packer) flush(ctx context.Context) error {
 	p.mu.Lock()
 	w := p.w
 	p.w = nil
+	var done func()
 	if w != nil && w.Count() > 0 {
-		p.pending.Add(1)
+		done = p.startSave()
 	} else {
 		w = nil
 	}
+	waiting := slices.Clone(p.saving)
 	p.mu.Unlock()
 	if w != nil {
 		err := p.save(ctx, w)
-		p.pending.Done()
+		done()
 		if err != nil {
 			return err
 		}
 	}
-	p.pending.Wait()
+	for _, ch := range waiting {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.err
