@@ -72,7 +72,7 @@ func (s *Store) reconcilePacks(ctx context.Context) error {
 			s.log.Error("pack not indexed: unreadable", "pack", f.id.String(), "err", err)
 			continue
 		}
-		if err := s.idx.AddPack(f.id, f.size, entries); err != nil {
+		if err := s.idx.AddFoundPack(f.id, f.size, entries); err != nil {
 			return fmt.Errorf("reconcile: %w", err)
 		}
 		s.log.Info("indexed pack found on open", "pack", f.id.Short(), "blobs", len(entries))

@@ -248,6 +248,20 @@ func openIndex(be backend.Backend, opts Options, log *slog.Logger) (*index.Index
 		log.Info("index discarded, to be rebuilt from the packs", "dir", dir)
 	}
 	idx, err := index.Open(dir, log)
+	for attempt := 0; err != nil && !index.IsBusy(err) && attempt < 2; attempt++ {
+		// Badger killed just after creating a file leaves it empty, and its
+		// next open fails on it, once (dgraph-io/badger#2207). The index is
+		// a cache: a second try, then a rebuild from the packs.
+		if attempt == 0 {
+			log.Warn("index does not open: trying again", "dir", dir, "err", err)
+		} else {
+			log.Error("index does not open: rebuilding it from the packs", "dir", dir, "err", err)
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				return nil, nil, fmt.Errorf("%w; and removing it: %w", err, rerr)
+			}
+		}
+		idx, err = index.Open(dir, log)
+	}
 	if err == nil {
 		return idx, idx.Close, nil
 	}

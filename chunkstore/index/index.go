@@ -25,6 +25,7 @@ const (
 	prefixPack  = 'k' // pack ID -> pack number, size, blob count
 	prefixPoint = 'p' // point ID -> sealed catalogue entry
 	prefixMeta  = 'm' // name -> state of the store's own work, such as a check's progress
+	prefixSpare = 'd' // blob ID, pack number -> a second copy's location
 )
 
 // Blob entries name their pack by a small number rather than its 32-byte ID:
@@ -175,8 +176,26 @@ func (x *Index) Lookup(id blob.ID) (Location, bool, error) {
 	return loc, found, nil
 }
 
-// AddPack records a pack and all its blobs, in one batch.
+func spareKey(id blob.ID, pack uint32) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte{prefixSpare}, id[:]...), pack)
+}
+
+// AddPack records a pack and all its blobs, in one batch. A blob indexed
+// in another pack is pointed at this one: a pack written now holds the
+// copy in use.
 func (x *Index) AddPack(id blob.ID, size int64, entries []pack.Entry) error {
+	return x.addPack(id, size, entries, false)
+}
+
+// AddFoundPack records a pack found in the backend rather than written by
+// this process. Its blobs that are indexed in another pack keep that entry,
+// and this copy is kept as a spare: a GC that died between repacking and
+// deleting leaves two copies, and either may go first.
+func (x *Index) AddFoundPack(id blob.ID, size int64, entries []pack.Entry) error {
+	return x.addPack(id, size, entries, true)
+}
+
+func (x *Index) addPack(id blob.ID, size int64, entries []pack.Entry, found bool) error {
 	x.mu.Lock()
 	num, ok := x.numbers[id]
 	if !ok {
@@ -188,7 +207,17 @@ func (x *Index) AddPack(id blob.ID, size int64, entries []pack.Entry) error {
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, e := range entries {
-		if err := wb.Set(blobKey(e.ID), encodeLocation(num, e)); err != nil {
+		k := blobKey(e.ID)
+		if found {
+			other, indexed, err := x.Lookup(e.ID)
+			if err != nil {
+				return fmt.Errorf("index pack %s: %w", id.Short(), err)
+			}
+			if indexed && other.PackNumber != num {
+				k = spareKey(e.ID, num)
+			}
+		}
+		if err := wb.Set(k, encodeLocation(num, e)); err != nil {
 			return fmt.Errorf("index pack %s: %w", id.Short(), err)
 		}
 	}
@@ -243,23 +272,59 @@ func (x *Index) Blobs(fn func(Location) error) error {
 	})
 }
 
-// ForgetPacks removes packs and every blob entry that points into them.
+// ForgetPacks removes packs and every blob entry that points into them. A
+// blob with a spare copy in a pack that stays is pointed at that copy.
 func (x *Index) ForgetPacks(gone map[blob.ID]bool) error {
 	var keys [][]byte
+	lost := map[blob.ID]bool{}
 	err := x.Blobs(func(l Location) error {
 		if gone[l.Pack] {
 			keys = append(keys, blobKey(l.ID))
+			lost[l.ID] = true
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	promote := map[blob.ID][]byte{}
+	err = x.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{prefixSpare}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			if len(k) != 1+32+4 {
+				return fmt.Errorf("index: spare key of %d bytes", len(k))
+			}
+			var id blob.ID
+			copy(id[:], k[1:33])
+			x.mu.Lock()
+			p, known := x.packs[binary.BigEndian.Uint32(k[33:])]
+			x.mu.Unlock()
+			switch {
+			case !known || gone[p]:
+				keys = append(keys, k)
+			case lost[id] && promote[id] == nil:
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				promote[id] = v
+				keys = append(keys, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("forget packs: %w", err)
+	}
 	packs := make([]blob.ID, 0, len(gone))
 	for p := range gone {
 		packs = append(packs, p)
 	}
-	return x.delete(keys, packs)
+	return x.apply(keys, promote, packs)
 }
 
 // Forget removes the entries of blobs and packs. The caller has made sure
@@ -269,10 +334,12 @@ func (x *Index) Forget(blobs []blob.ID, packs []blob.ID) error {
 	for _, id := range blobs {
 		keys = append(keys, blobKey(id))
 	}
-	return x.delete(keys, packs)
+	return x.apply(keys, nil, packs)
 }
 
-func (x *Index) delete(keys [][]byte, packs []blob.ID) error {
+// apply deletes keys and packs and sets blob entries, in one batch, so that
+// a crash never leaves a blob without the entry it was moved to.
+func (x *Index) apply(keys [][]byte, set map[blob.ID][]byte, packs []blob.ID) error {
 	x.mu.Lock()
 	for _, p := range packs {
 		keys = append(keys, packKey(p))
@@ -283,7 +350,15 @@ func (x *Index) delete(keys [][]byte, packs []blob.ID) error {
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, k := range keys {
+		if k[0] == prefixBlob && len(k) == 33 && set[blob.ID(k[1:])] != nil {
+			continue // set below
+		}
 		if err := wb.Delete(k); err != nil {
+			return fmt.Errorf("forget packs: %w", err)
+		}
+	}
+	for id, v := range set {
+		if err := wb.Set(blobKey(id), v); err != nil {
 			return fmt.Errorf("forget packs: %w", err)
 		}
 	}
