@@ -54,6 +54,34 @@ func idKey(id blob.ID) uint64       { return binary.LittleEndian.Uint64(id[:8]) 
 func (s idSet) add(id blob.ID)      { s[idKey(id)] = struct{}{} }
 func (s idSet) has(id blob.ID) bool { _, ok := s[idKey(id)]; return ok }
 
+// liveSet is GC's set of live blobs, by idKey: a sorted slice, 8 bytes a
+// blob, where a map costs about 35 (measured with 10 million blobs). Keys
+// are appended as marking finds them and sorted and deduplicated whenever
+// the unsorted tail grows as large as the sorted part.
+type liveSet struct {
+	keys   []uint64
+	sorted int
+}
+
+func (l *liveSet) add(id blob.ID) {
+	l.keys = append(l.keys, idKey(id))
+	if n := len(l.keys) - l.sorted; n >= max(l.sorted, 1<<20) {
+		l.compact()
+	}
+}
+
+func (l *liveSet) compact() {
+	slices.Sort(l.keys)
+	l.keys = slices.Compact(l.keys)
+	l.sorted = len(l.keys)
+}
+
+// has may be called once marking is over and compact has run.
+func (l *liveSet) has(id blob.ID) bool {
+	_, ok := slices.BinarySearch(l.keys, idKey(id))
+	return ok
+}
+
 // packUse is what GC learns of one indexed pack.
 type packUse struct {
 	id   blob.ID
@@ -109,7 +137,7 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	}()
 
 	var st GCStats
-	live := idSet{}
+	live := &liveSet{}
 	points, err := s.Points(ctx)
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
@@ -132,7 +160,8 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		}
 	}
 
-	packs, err := s.packUse(live, firstFresh, &st)
+	live.compact()
+	packs, dead, err := s.packUse(live, firstFresh, &st)
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
@@ -170,17 +199,13 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	// repacking moved the live ones.
 	var deadBlobs []blob.ID
 	var deadPacks []uint32
-	if len(doomed) > 0 {
-		if err := s.idx.Blobs(func(l index.Location) error {
-			if doomed[l.PackNumber] {
-				deadBlobs = append(deadBlobs, l.ID)
-				deadPacks = append(deadPacks, l.PackNumber)
-			}
-			return nil
-		}); err != nil {
-			return st, fmt.Errorf("gc: %w", err)
+	for _, d := range dead {
+		if doomed[d.pack] {
+			deadBlobs = append(deadBlobs, d.id)
+			deadPacks = append(deadPacks, d.pack)
 		}
 	}
+	dead = nil
 
 	// The last roots: blobs that backups found in the index since they
 	// began, including backups that committed while this GC ran. A doomed
@@ -263,7 +288,7 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 
 // mark adds to live the map pages and chunks of p. Pages already in pages
 // were marked with their chunks before: incremental points share most.
-func (s *Store) mark(ctx context.Context, p *Point, live, pages idSet) error {
+func (s *Store) mark(ctx context.Context, p *Point, live *liveSet, pages idSet) error {
 	for i := range p.Disks {
 		d := &p.Disks[i]
 		for _, pr := range d.Pages {
@@ -303,9 +328,16 @@ func (s *Store) loadPage(ctx context.Context, d *Disk, pr PageRef) (diskmap.Page
 	return pg, nil
 }
 
-// packUse returns the indexed packs numbered below firstFresh and their
-// live bytes.
-func (s *Store) packUse(live idSet, firstFresh uint32, st *GCStats) (map[uint32]*packUse, error) {
+// deadEntry is an index entry of a blob that nothing uses.
+type deadEntry struct {
+	id   blob.ID
+	pack uint32
+}
+
+// packUse returns the indexed packs numbered below firstFresh with their
+// live bytes, and the entries of the dead blobs in them, in one pass over
+// the index.
+func (s *Store) packUse(live *liveSet, firstFresh uint32, st *GCStats) (map[uint32]*packUse, []deadEntry, error) {
 	packs := map[uint32]*packUse{}
 	if err := s.idx.Packs(func(p index.PackInfo) error {
 		if p.Number < firstFresh {
@@ -313,25 +345,30 @@ func (s *Store) packUse(live idSet, firstFresh uint32, st *GCStats) (map[uint32]
 		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var dead []deadEntry
 	err := s.idx.Blobs(func(l index.Location) error {
 		u := packs[l.PackNumber]
-		if u != nil && live.has(l.ID) {
+		switch {
+		case u == nil:
+		case live.has(l.ID):
 			u.live += int64(l.Length)
 			u.liveBlobs++
 			st.LiveBlobs++
+		default:
+			dead = append(dead, deadEntry{l.ID, l.PackNumber})
 		}
 		return nil
 	})
-	return packs, err
+	return packs, dead, err
 }
 
 // repack copies the live blobs of packs into new packs, verifying each,
 // and indexes the new packs, which points the blobs' entries at them. It
 // returns the sizes of the packs it wrote, and the packs it found damaged
 // and left as they are.
-func (s *Store) repack(ctx context.Context, numbers []uint32, packs map[uint32]*packUse, live idSet, progress func(string, int64, int64)) ([]int64, map[uint32]error, error) {
+func (s *Store) repack(ctx context.Context, numbers []uint32, packs map[uint32]*packUse, live *liveSet, progress func(string, int64, int64)) ([]int64, map[uint32]error, error) {
 	var written []int64
 	damaged := map[uint32]error{}
 	var w *pack.Writer
