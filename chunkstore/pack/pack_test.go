@@ -426,3 +426,48 @@ func FuzzCheckHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParse damages a real pack at a fuzz-chosen place, or cuts it, and
+// parses it whole: Parse must not panic, and what it accepts must lie
+// within the pack's blob area.
+func FuzzParse(f *testing.F) {
+	k := newKey(f)
+	w := NewWriter(1<<10, nil)
+	for i := range 3 {
+		var id blob.ID
+		id[0] = byte(i)
+		w.Add(Entry{ID: id, Type: blob.Data, RawLength: 10}, bytes.Repeat([]byte{byte(i)}, crypto.Overhead+10+i))
+	}
+	good, _, want := w.Finish(k)
+	if got, err := Parse(k, good); err != nil || !slices.Equal(got, want) {
+		f.Fatalf("Parse of a sound pack = %+v, %v; want %+v", got, err, want)
+	}
+	f.Add(uint32(0), byte(0), uint32(len(good)))
+	f.Add(uint32(len(good)-1), byte(1), uint32(len(good)))
+	f.Add(uint32(7), byte(0x80), uint32(len(good)-3))
+	f.Add(uint32(HeaderSize+3), byte(1), uint32(len(good)))
+	f.Add(uint32(len(good)-10), byte(0xff), uint32(len(good)))
+	f.Fuzz(func(t *testing.T, at uint32, flip byte, size uint32) {
+		data := slices.Clone(good[:min(int(size), len(good))])
+		if len(data) > 0 {
+			data[int(at)%len(data)] ^= flip
+		}
+		entries, err := Parse(k, data)
+		if err != nil {
+			return
+		}
+		// Blobs are sealed one by one and opened when read: Parse checks
+		// the header, footer and sealed trailer, and damage there or a cut
+		// must be refused.
+		n, _ := ParseFooter(good[len(good)-FooterSize:], int64(len(good)))
+		blobArea := len(good) - FooterSize - n
+		pos := 0
+		if len(data) > 0 {
+			pos = int(at) % len(data)
+		}
+		if len(data) != len(good) || flip != 0 && (pos < HeaderSize || pos >= blobArea) {
+			t.Fatalf("Parse accepted a pack damaged at %d (^%#x) or cut to %d bytes", pos, flip, len(data))
+		}
+		checkEntries(t, entries, uint32(blobArea))
+	})
+}
