@@ -85,20 +85,11 @@ func (b *Backup) used(id blob.ID, packNumber uint32) {
 
 // Close ends a backup that is not to be committed; its blobs become
 // garbage. Closing a committed backup does nothing.
-func (b *Backup) Close() {
-	s := b.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if b.done {
-		return
-	}
-	b.done = true
-	delete(s.backups, b)
-}
+func (b *Backup) Close() { b.end(false) }
 
-// end unregisters a committed backup. A GC running now listed points
-// before this one existed, so it is handed the backup's roots.
-func (b *Backup) end() {
+// end unregisters the backup. A committed one hands its roots to a GC
+// running now: that GC listed points before this one existed.
+func (b *Backup) end(committed bool) {
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -107,7 +98,7 @@ func (b *Backup) end() {
 	}
 	b.done = true
 	delete(s.backups, b)
-	if s.gcHits != nil {
+	if committed && s.gcHits != nil {
 		b.mu.Lock()
 		for id, n := range b.hits {
 			s.gcHits[id] = n
@@ -250,7 +241,7 @@ func (b *Backup) Commit(ctx context.Context) (*Point, error) {
 	if err := b.s.writePoint(ctx, &b.point); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
-	b.end()
+	b.end(true)
 	p := b.point
 	return &p, nil
 }
