@@ -741,8 +741,11 @@ func TestStaleLockTakenOver(t *testing.T) {
 	if code != 0 || !rep.OK() || !strings.Contains(checkLog, "checking from a private index") {
 		t.Errorf("check while a backup runs: exit %d, %+v\n%s", code, rep, checkLog)
 	}
-	if !strings.Contains(msg, fmt.Sprintf("pid %d", pid)) || !strings.Contains(msg, "image backup") {
-		t.Errorf("gc while a backup runs: %q", msg)
+	host, _ := os.Hostname()
+	for _, want := range []string{fmt.Sprintf("pid %d", pid), "on " + host, "since ", "image backup"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("gc while a backup runs: error %q does not name %q", msg, want)
+		}
 	}
 
 	_ = cmd.Process.Kill()
