@@ -18,6 +18,7 @@ import (
 
 	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
+	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
 	"github.com/bulwarkbackup/bulwark/chunkstore/index"
 	"github.com/bulwarkbackup/bulwark/chunkstore/pack"
 )
@@ -339,27 +340,23 @@ func (c *checker) mark(ctx context.Context, progress func(string, int64, int64))
 	pages := idSet{}
 	var i int64
 	for _, p := range c.points {
-		for di := range p.Disks {
-			d := &p.Disks[di]
-			for _, pr := range d.Pages {
-				if pages.has(pr.ID) {
-					continue
+		err := c.s.newPages(ctx, p, pages, func(_ *Disk, pr PageRef, pg diskmap.Page, err error) error {
+			c.refs.add(pr.ID)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
-				pages.add(pr.ID)
-				c.refs.add(pr.ID)
-				pg, err := c.s.loadPage(ctx, d, pr)
-				if err != nil {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					c.badPages[pr.ID] = err.Error()
-					c.problem("map", pr.ID.String(), "point %s: %v", p.ID.Short(), err)
-					continue
-				}
-				for _, e := range pg.Extents {
-					c.refs.add(e.ID)
-				}
+				c.badPages[pr.ID] = err.Error()
+				c.problem("map", pr.ID.String(), "point %s: %v", p.ID.Short(), err)
+				return nil
 			}
+			for _, e := range pg.Extents {
+				c.refs.add(e.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		i++
 		progress("maps", i, int64(len(c.points)))

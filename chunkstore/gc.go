@@ -289,20 +289,31 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 // mark adds to live the map pages and chunks of p. Pages already in pages
 // were marked with their chunks before: incremental points share most.
 func (s *Store) mark(ctx context.Context, p *Point, live *liveSet, pages idSet) error {
+	return s.newPages(ctx, p, pages, func(_ *Disk, pr PageRef, pg diskmap.Page, err error) error {
+		if err != nil {
+			return err
+		}
+		live.add(pr.ID)
+		for _, e := range pg.Extents {
+			live.add(e.ID)
+		}
+		return nil
+	})
+}
+
+// newPages calls fn with each map page of p that is not in seen, decoded or
+// with the error that loading it gave, and adds it to seen.
+func (s *Store) newPages(ctx context.Context, p *Point, seen idSet, fn func(d *Disk, pr PageRef, pg diskmap.Page, err error) error) error {
 	for i := range p.Disks {
 		d := &p.Disks[i]
 		for _, pr := range d.Pages {
-			if pages.has(pr.ID) {
+			if seen.has(pr.ID) {
 				continue
 			}
-			pages.add(pr.ID)
-			live.add(pr.ID)
+			seen.add(pr.ID)
 			pg, err := s.loadPage(ctx, d, pr)
-			if err != nil {
+			if err := fn(d, pr, pg, err); err != nil {
 				return err
-			}
-			for _, e := range pg.Extents {
-				live.add(e.ID)
 			}
 		}
 		if err := ctx.Err(); err != nil {
@@ -310,22 +321,6 @@ func (s *Store) mark(ctx context.Context, p *Point, live *liveSet, pages idSet) 
 		}
 	}
 	return nil
-}
-
-// loadPage reads and decodes one map page of a disk.
-func (s *Store) loadPage(ctx context.Context, d *Disk, pr PageRef) (diskmap.Page, error) {
-	b, err := s.loadBlob(ctx, pr.ID)
-	if err != nil {
-		return diskmap.Page{}, fmt.Errorf("disk %d map page %d: %w", d.Index, pr.Index, err)
-	}
-	pg, err := diskmap.DecodePage(b, d.Capacity)
-	if err != nil {
-		return diskmap.Page{}, fmt.Errorf("disk %d map page %d (blob %s): %w", d.Index, pr.Index, pr.ID.Short(), err)
-	}
-	if pg.Index != pr.Index {
-		return diskmap.Page{}, fmt.Errorf("disk %d map page %d: blob %s holds page %d", d.Index, pr.Index, pr.ID.Short(), pg.Index)
-	}
-	return pg, nil
 }
 
 // deadEntry is an index entry of a blob that nothing uses.

@@ -248,16 +248,9 @@ func (s *Store) ResolvePoint(ctx context.Context, prefix, source string) (blob.I
 func (s *Store) loadMap(ctx context.Context, d *Disk) ([]diskmap.Extent, error) {
 	extents := make([]diskmap.Extent, 0, min(d.Extents, 1<<20))
 	for _, pr := range d.Pages {
-		b, err := s.loadBlob(ctx, pr.ID)
+		pg, err := s.loadPage(ctx, d, pr)
 		if err != nil {
-			return nil, fmt.Errorf("disk %d map page %d: %w", d.Index, pr.Index, err)
-		}
-		pg, err := diskmap.DecodePage(b, d.Capacity)
-		if err != nil {
-			return nil, fmt.Errorf("disk %d map page %d (blob %s): %w", d.Index, pr.Index, pr.ID.Short(), err)
-		}
-		if pg.Index != pr.Index {
-			return nil, fmt.Errorf("disk %d map page %d: blob %s holds page %d", d.Index, pr.Index, pr.ID.Short(), pg.Index)
+			return nil, err
 		}
 		extents = append(extents, pg.Extents...)
 	}
@@ -265,4 +258,20 @@ func (s *Store) loadMap(ctx context.Context, d *Disk) ([]diskmap.Extent, error) 
 		return nil, fmt.Errorf("disk %d map: %w", d.Index, err)
 	}
 	return extents, nil
+}
+
+// loadPage reads and decodes one map page of a disk.
+func (s *Store) loadPage(ctx context.Context, d *Disk, pr PageRef) (diskmap.Page, error) {
+	b, err := s.loadBlob(ctx, pr.ID)
+	if err != nil {
+		return diskmap.Page{}, fmt.Errorf("disk %d map page %d: %w", d.Index, pr.Index, err)
+	}
+	pg, err := diskmap.DecodePage(b, d.Capacity)
+	if err != nil {
+		return diskmap.Page{}, fmt.Errorf("disk %d map page %d (blob %s): %w", d.Index, pr.Index, pr.ID.Short(), err)
+	}
+	if pg.Index != pr.Index {
+		return diskmap.Page{}, fmt.Errorf("disk %d map page %d: blob %s holds page %d", d.Index, pr.Index, pr.ID.Short(), pg.Index)
+	}
+	return pg, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
+	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
 	"github.com/bulwarkbackup/bulwark/chunkstore/index"
 )
 
@@ -151,40 +152,34 @@ func (s *Store) computeStats(ctx context.Context, points []*Point) (*Stats, erro
 		seen, seenPages := idSet{}, idSet{}
 		for _, i := range bySource[name] {
 			src.Points++
-			for di := range full[i].Disks {
-				d := &full[i].Disks[di]
+			for _, d := range full[i].Disks {
 				src.DataBytes += d.DataBytes
-				for _, pr := range d.Pages {
-					if seenPages.has(pr.ID) {
+			}
+			err := s.newPages(ctx, full[i], seenPages, func(_ *Disk, pr PageRef, pg diskmap.Page, err error) error {
+				if err != nil {
+					return fmt.Errorf("stats: point %s: %w (run \"bulwark check\")", full[i].ID.Short(), err)
+				}
+				first := !done.has(pr.ID)
+				done.add(pr.ID)
+				owner := int32(pageOwner[pr.ID])
+				for _, e := range pg.Extents {
+					k := idKey(e.ID)
+					if !seen.hasKey(k) {
+						seen.addKey(k)
+						src.UniqueBytes += e.Length
+					}
+					if !first {
 						continue
 					}
-					seenPages.add(pr.ID)
-					seen.add(pr.ID)
-					first := !done.has(pr.ID)
-					done.add(pr.ID)
-					pg, err := s.loadPage(ctx, d, pr)
-					if err != nil {
-						return nil, fmt.Errorf("stats: point %s: %w (run \"bulwark check\")", full[i].ID.Short(), err)
-					}
-					owner := int32(pageOwner[pr.ID])
-					for _, e := range pg.Extents {
-						k := idKey(e.ID)
-						if !seen.hasKey(k) {
-							seen.addKey(k)
-							src.UniqueBytes += e.Length
-						}
-						if !first {
-							continue
-						}
-						if o, ok := chunkOwner[k]; !ok {
-							chunkOwner[k] = owner
-						} else if o != owner {
-							chunkOwner[k] = shared
-						}
+					if o, ok := chunkOwner[k]; !ok {
+						chunkOwner[k] = owner
+					} else if o != owner {
+						chunkOwner[k] = shared
 					}
 				}
-			}
-			if err := ctx.Err(); err != nil {
+				return nil
+			})
+			if err != nil {
 				return nil, err
 			}
 		}
