@@ -99,10 +99,7 @@ func (f *fixture) using(blobs map[blob.ID]bool) map[string]bool {
 func buildFixture(t *testing.T, size int) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := chunkstore.Init(ctx, backend.NewLocal(dir), chunkstore.InitOptions{Password: testPassword, KDF: cheapKDF, Params: checkParams}); err != nil {
-		t.Fatal(err)
-	}
+	dir := initStore(t, checkParams)
 	f := &fixture{dir: dir, s: openStore(t, dir), size: size, xOff: int64(size / 8)}
 	rng := rand.NewChaCha8([32]byte{1, 2, 3})
 	random := func() []byte {

@@ -46,19 +46,10 @@ var gcParams = chunkstore.Params{
 	ZstdLevel: chunkstore.DefaultParams().ZstdLevel,
 }
 
-func initGCStore(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := chunkstore.Init(context.Background(), backend.NewLocal(dir), chunkstore.InitOptions{Password: testPassword, KDF: cheapKDF, Params: gcParams}); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // newGCStore makes a store with gcParams and opens it as its writer.
 func newGCStore(t *testing.T) (*chunkstore.Store, string) {
 	t.Helper()
-	dir := initGCStore(t)
+	dir := initStore(t, gcParams)
 	return openStore(t, dir), dir
 }
 
@@ -990,7 +981,7 @@ type gateKey struct{}
 // rewrites every one of those packs; let go, they find the chunks in their
 // new packs and restore bit-exact.
 func TestRestoreDuringRepackingGC(t *testing.T) {
-	dir := initGCStore(t)
+	dir := initStore(t, gcParams)
 	s, hb := openHooked(t, dir)
 	ctx := context.Background()
 
@@ -1111,7 +1102,7 @@ func TestRestoreDuringRepackingGC(t *testing.T) {
 // extents into its point without claiming them; whatever happens, a
 // committed point must verify and restore.
 func TestGCParentDeletedWhileBackupStarts(t *testing.T) {
-	dir := initGCStore(t)
+	dir := initStore(t, gcParams)
 	s, hb := openHooked(t, dir)
 	ctx := context.Background()
 	parentImg := seedRange(1, 32)
@@ -1379,7 +1370,7 @@ func TestReadOnlyBesideWriter(t *testing.T) {
 // (its content, no flock): Open takes it over and says so. A second writer
 // meanwhile gets a lock error naming the holder's pid, host and start.
 func TestStaleLockTakenOver(t *testing.T) {
-	dir := initGCStore(t)
+	dir := initStore(t, gcParams)
 	ctx := context.Background()
 	dead := backend.LockInfo{PID: 4194301, Host: "crashed.example", Since: time.Date(2024, 2, 29, 3, 4, 5, 0, time.UTC), What: "nightly backup"}
 	b, _ := json.Marshal(dead)

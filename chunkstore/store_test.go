@@ -29,12 +29,19 @@ var cheapKDF = crypto.KDFParams{Time: 1, Memory: 8 << 10, Threads: 1}
 
 func newStore(t *testing.T) (*chunkstore.Store, string) {
 	t.Helper()
+	dir := initStore(t, chunkstore.Params{})
+	return openStore(t, dir), dir
+}
+
+// initStore makes a store with parameters p (zero: the defaults) in a new
+// directory and returns it.
+func initStore(t *testing.T, p chunkstore.Params) string {
+	t.Helper()
 	dir := t.TempDir()
-	ctx := context.Background()
-	if err := chunkstore.Init(ctx, backend.NewLocal(dir), chunkstore.InitOptions{Password: testPassword, KDF: cheapKDF}); err != nil {
+	if err := chunkstore.Init(context.Background(), backend.NewLocal(dir), chunkstore.InitOptions{Password: testPassword, KDF: cheapKDF, Params: p}); err != nil {
 		t.Fatal(err)
 	}
-	return openStore(t, dir), dir
+	return dir
 }
 
 func openStore(t *testing.T, dir string) *chunkstore.Store {
