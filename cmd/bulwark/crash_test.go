@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -188,35 +187,7 @@ type crashChild struct {
 // never if delay < 0. A child that exits on its own must succeed.
 func runCrashChild(t *testing.T, delay time.Duration, args ...string) crashChild {
 	t.Helper()
-	cmd := crashCommand(args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	if delay < 0 {
-		err = <-done
-	} else {
-		timer := time.NewTimer(delay)
-		select {
-		case err = <-done:
-			timer.Stop()
-		case <-timer.C:
-			_ = cmd.Process.Kill()
-			err = <-done
-		}
-	}
-	res := crashChild{elapsed: time.Since(start), stdout: stdout.String(), stderr: stderr.String()}
-	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	res.killed = ws.Signaled() && ws.Signal() == syscall.SIGKILL
-	if !res.killed && err != nil {
-		t.Fatalf("bulwark %s: %v\nstderr:\n%s", strings.Join(args, " "), err, res.stderr)
-	}
-	return res
+	return gcRunChild(t, gcKill{delay: delay}, args...)
 }
 
 // crashPoint is a point the test knows is in the store, with the hash

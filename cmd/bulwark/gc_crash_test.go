@@ -147,8 +147,8 @@ func gcCrashPhase(before, after []string, tmp int, openLog string) string {
 	}
 }
 
-// gcKill says when to kill a GC child: after delay, or once event
-// reports true and extra has passed, or never if neither is set.
+// gcKill says when to kill a child: once event reports true and extra has
+// passed, or else after delay, or never if delay < 0.
 type gcKill struct {
 	what  string
 	delay time.Duration
