@@ -342,6 +342,9 @@ func (s *Store) Close() error {
 // ReadOnly reports whether the store was opened read-only.
 func (s *Store) ReadOnly() bool { return s.readOnly }
 
+// ID is the store's random identity, made when it was initialised.
+func (s *Store) ID() string { return s.cfg.ID }
+
 // Params returns the store's parameters.
 func (s *Store) Params() Params { return s.cfg.Params }
 

@@ -22,6 +22,7 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -126,6 +127,7 @@ type Lab struct {
 	server *simulator.Server
 	sim    *simulator.Context
 	tmp    string // removed by Close, if the lab made it
+	cert   *x509.Certificate
 
 	datastores map[string]string // name -> directory
 	hosts      map[string]*host  // by moref value
@@ -192,7 +194,15 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	m.Service.Listen = &url.URL{Host: opts.Listen, User: url.UserPassword("administrator@vsphere.local", randomSecret())}
 	l.sim = m.Service.Context
 	m.Map().Handler = l.handle
+	m.Service.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // vcsim serves plain HTTP without one
 	l.server = m.Service.NewServer()
+	// The certificate as a client sees it, for its thumbprint.
+	conn, err := tls.Dial("tcp", l.server.URL.Host, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return nil, fmt.Errorf("lab: certificate: %w", err)
+	}
+	l.cert = conn.ConnectionState().PeerCertificates[0]
+	_ = conn.Close()
 
 	if err := l.startHosts(); err != nil {
 		return nil, err
@@ -254,7 +264,7 @@ func (l *Lab) Password() string {
 }
 
 // Certificate is the vCenter's TLS certificate.
-func (l *Lab) Certificate() *x509.Certificate { return l.server.Certificate() }
+func (l *Lab) Certificate() *x509.Certificate { return l.cert }
 
 // Thumbprint is the SHA-1 fingerprint of the vCenter's certificate, as
 // vSphere shows it.
