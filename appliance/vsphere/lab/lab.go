@@ -423,3 +423,28 @@ func (l *Lab) datastorePath(dsPath string) (string, error) {
 	}
 	return filepath.Join(dir, filepath.FromSlash(path.Clean("/"+p.Path))), nil
 }
+
+// OpenAttached is the lab's device resolver for hot-add: it maps the file of
+// a disk attached to the appliance VM to the state a snapshot froze in it.
+func (l *Lab) OpenAttached(fileName string) (*Reader, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, v := range l.vms {
+		for _, d := range v.disks {
+			d.mu.RLock()
+			for i, layer := range d.layers {
+				if layer.dsPath != fileName {
+					continue
+				}
+				frozen := layer.frozenBy != ""
+				d.mu.RUnlock()
+				if !frozen {
+					return nil, fmt.Errorf("%s is in use by %s: only a snapshot's disk can be hot-added", fileName, v.name)
+				}
+				return &Reader{d: d, layer: i}, nil
+			}
+			d.mu.RUnlock()
+		}
+	}
+	return nil, fmt.Errorf("disk %s: %w", fileName, ErrNotFound)
+}
