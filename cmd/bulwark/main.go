@@ -74,7 +74,8 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	root.AddCommand(a.storeCommand(), a.imageCommand(), a.pointsCommand(), a.statsCommand(),
-		a.pruneCommand(), a.pointCommand(), a.gcCommand(), a.checkCommand(), a.indexCommand())
+		a.pruneCommand(), a.pointCommand(), a.gcCommand(), a.checkCommand(), a.indexCommand(),
+		a.labCommand(), a.backupCommand())
 	return root
 }
 

@@ -448,3 +448,10 @@ func (l *Lab) OpenAttached(fileName string) (*Reader, error) {
 	}
 	return nil, fmt.Errorf("disk %s: %w", fileName, ErrNotFound)
 }
+
+// Snapshots counts the snapshots that exist now on the lab's VMs.
+func (l *Lab) Snapshots() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.snapshots)
+}
