@@ -189,4 +189,3 @@ func uuidHex(u string) string {
 	}
 	return string(out)
 }
-
