@@ -694,7 +694,7 @@ func TestPinPruneDelete(t *testing.T) {
 	if was, err := f.s.Unpin(ctx, f.point("a2").id); err != nil || was {
 		t.Errorf("unpin of a point never pinned: %v, %v; want false", was, err)
 	}
-	decisions, err := f.s.Prune(ctx, retention.Policy{Last: 1}, false)
+	decisions, err := f.s.Prune(ctx, retention.Policy{Last: 1}, chunkstore.PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -742,7 +742,7 @@ func TestPinPruneDelete(t *testing.T) {
 	if err != nil || len(pins) != 1 || !pins[a1.id] {
 		t.Fatalf("pins after rebuilding the index: %v, %v", pins, err)
 	}
-	if decisions, err = f.s.Prune(ctx, retention.Policy{Last: 1}, true); err != nil {
+	if decisions, err = f.s.Prune(ctx, retention.Policy{Last: 1}, chunkstore.PruneOptions{DryRun: true}); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range decisions {
@@ -760,7 +760,7 @@ func TestPinPruneDelete(t *testing.T) {
 	if was, err := f.s.Unpin(ctx, a1.id); err != nil || was {
 		t.Errorf("second unpin: %v, %v; want false", was, err)
 	}
-	if _, err := f.s.Prune(ctx, retention.Policy{Last: 1}, false); err != nil {
+	if _, err := f.s.Prune(ctx, retention.Policy{Last: 1}, chunkstore.PruneOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := remaining(); !sameNames(got, map[string]bool{"a3": true, "b2": true}) {

@@ -353,7 +353,7 @@ func TestGCDeletesAndRepacks(t *testing.T) {
 	if err := s.DeletePoint(ctx, p0.ID); !errors.Is(err, chunkstore.ErrPinned) {
 		t.Fatalf("delete of a pinned point: %v, want ErrPinned", err)
 	}
-	dec, err := s.Prune(ctx, retention.Policy{Last: 2}, false)
+	dec, err := s.Prune(ctx, retention.Policy{Last: 2}, chunkstore.PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -691,7 +691,7 @@ func TestGCConcurrentWithBackups(t *testing.T) {
 		prune := round%4 == 3
 		var victims []gcPoint
 		if prune {
-			dec, err := s.Prune(ctx, retention.Policy{Last: 1}, true)
+			dec, err := s.Prune(ctx, retention.Policy{Last: 1}, chunkstore.PruneOptions{DryRun: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -783,7 +783,7 @@ func TestGCConcurrentWithBackups(t *testing.T) {
 		// Delete the doomed points while the early backups run.
 		gone := map[blob.ID]bool{}
 		if prune {
-			dec, err := s.Prune(ctx, retention.Policy{Last: 1}, false)
+			dec, err := s.Prune(ctx, retention.Policy{Last: 1}, chunkstore.PruneOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1277,10 +1277,10 @@ func TestReadOnlyBesideWriter(t *testing.T) {
 	if _, err := r1.GC(ctx, chunkstore.GCOptions{}); !errors.Is(err, chunkstore.ErrReadOnly) {
 		t.Errorf("GC on a reader: %v", err)
 	}
-	if _, err := r1.Prune(ctx, retention.Policy{Last: 1}, false); !errors.Is(err, chunkstore.ErrReadOnly) {
+	if _, err := r1.Prune(ctx, retention.Policy{Last: 1}, chunkstore.PruneOptions{}); !errors.Is(err, chunkstore.ErrReadOnly) {
 		t.Errorf("Prune on a reader: %v", err)
 	}
-	if dec, err := r1.Prune(ctx, retention.Policy{Last: 1}, true); err != nil || len(dec) != 3 {
+	if dec, err := r1.Prune(ctx, retention.Policy{Last: 1}, chunkstore.PruneOptions{DryRun: true}); err != nil || len(dec) != 3 {
 		t.Errorf("dry-run Prune on a reader: %d decisions, %v", len(dec), err)
 	}
 	if err := r1.Pin(ctx, p1.ID); !errors.Is(err, chunkstore.ErrReadOnly) {

@@ -104,10 +104,20 @@ type PruneDecision struct {
 	Reasons []string // the rules that keep it
 }
 
+// PruneOptions narrow a prune.
+type PruneOptions struct {
+	// DryRun decides without deleting.
+	DryRun bool
+	// Job, if set, limits the prune to the points that job made: a job's
+	// retention policy is about its own points only.
+	Job string
+}
+
 // Prune applies a retention policy to the points of every source and
-// deletes those that no rule keeps, unless dryRun. Their data is freed by
-// the next GC. Decisions come oldest point first.
-func (s *Store) Prune(ctx context.Context, p retention.Policy, dryRun bool) ([]PruneDecision, error) {
+// deletes those that no rule keeps. Their data is freed by the next GC.
+// Decisions come oldest point first.
+func (s *Store) Prune(ctx context.Context, p retention.Policy, o PruneOptions) ([]PruneDecision, error) {
+	dryRun := o.DryRun
 	if s.readOnly && !dryRun {
 		return nil, ErrReadOnly
 	}
@@ -116,9 +126,15 @@ func (s *Store) Prune(ctx context.Context, p retention.Policy, dryRun bool) ([]P
 	}
 	s.maint.Lock()
 	defer s.maint.Unlock()
-	points, err := s.Points(ctx)
+	all, err := s.Points(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
+	}
+	points := all[:0:0]
+	for _, pt := range all {
+		if o.Job == "" || pt.Job == o.Job {
+			points = append(points, pt)
+		}
 	}
 	pins, err := s.Pinned(ctx)
 	if err != nil {

@@ -70,11 +70,11 @@ func (c *Client) BackupVM(ctx context.Context, store *chunkstore.Store, ref type
 	vm := object.NewVirtualMachine(c.vim, ref)
 	res = &BackupResult{}
 	if cbt := props.Config.ChangeTrackingEnabled; cbt == nil || !*cbt {
+		// Normal for a VM's first backup, so no warning.
 		log.Info("enabling changed block tracking")
 		if err := c.enableCBT(ctx, vm); err != nil {
 			return nil, err
 		}
-		res.Warnings = append(res.Warnings, "changed block tracking was off and has been turned on")
 	}
 	source := SourceOf(c.InstanceUUID(), props)
 	parent, err := latestPoint(ctx, store, source)

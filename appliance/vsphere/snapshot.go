@@ -59,12 +59,30 @@ func (c *Client) createSnapshot(ctx context.Context, vm *object.VirtualMachine, 
 	const description = "Taken by Bulwark for a backup; removed when the backup ends."
 	for {
 		t, err := vm.CreateSnapshot(ctx, name, description, false, quiesce)
-		var info *types.TaskInfo
-		if err == nil {
-			info, err = t.WaitForResult(ctx)
+		if err != nil {
+			return types.ManagedObjectReference{}, "", warnings, fmt.Errorf("snapshot %s: %s", props.Name, faultText(err))
+		}
+		info, err := t.WaitForResult(ctx)
+		if ctx.Err() != nil {
+			// The task goes on without us: wait for its end, and remove
+			// the snapshot it may have made.
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+			if info, err := t.WaitForResult(wctx); err == nil {
+				if ref, ok := info.Result.(types.ManagedObjectReference); ok {
+					if rerr := c.removeSnapshot(ctx, ref); rerr != nil {
+						c.log.Error("snapshot left behind; the next start of the appliance removes it", "vm", props.Name, "err", rerr)
+					}
+				}
+			}
+			cancel()
+			return types.ManagedObjectReference{}, "", warnings, fmt.Errorf("snapshot %s: %w", props.Name, ctx.Err())
 		}
 		if err == nil {
-			return info.Result.(types.ManagedObjectReference), consistency, warnings, nil
+			ref, ok := info.Result.(types.ManagedObjectReference)
+			if !ok {
+				return types.ManagedObjectReference{}, "", warnings, fmt.Errorf("snapshot %s: the task ended %s with no snapshot", props.Name, info.State)
+			}
+			return ref, consistency, warnings, nil
 		}
 		if quiesce && isQuiesceFault(err) {
 			c.log.Warn("quiesced snapshot failed: taking a crash-consistent one", "vm", props.Name, "err", faultText(err))

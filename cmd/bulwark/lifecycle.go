@@ -42,6 +42,7 @@ func (a *app) pruneCommand() *cobra.Command {
 	var p retention.Policy
 	var within, zone string
 	var dryRun bool
+	var job string
 	cmd := &cobra.Command{
 		Use:   "prune",
 		Short: "Delete the points that no retention rule keeps",
@@ -72,7 +73,7 @@ with the rules that keep it. The space is given back by "bulwark gc".`,
 				return err
 			}
 			defer s.Close()
-			decisions, err := s.Prune(ctx, p, dryRun)
+			decisions, err := s.Prune(ctx, p, chunkstore.PruneOptions{DryRun: dryRun, Job: job})
 			if decisions == nil && err != nil {
 				return err
 			}
@@ -131,6 +132,7 @@ with the rules that keep it. The space is given back by "bulwark gc".`,
 	f.StringVar(&within, "keep-within", "", "keep the points taken within SPAN (such as 30d, 1y6m, 36h) of a source's newest point")
 	f.StringVar(&zone, "time-zone", "UTC", "time zone of the calendar that hours, days, weeks, months and years follow")
 	f.BoolVar(&dryRun, "dry-run", false, "only show what would be removed")
+	f.StringVar(&job, "job", "", "prune only the points this job made")
 	a.storeFlags(cmd)
 	a.jsonFlag(cmd, "print a JSON object")
 	return cmd

@@ -1,0 +1,406 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The state database holds JSON values under these keys:
+//
+//	job/<name>               a Job
+//	run/<job>/<id as %016x>  a Run; the hex ID makes keys sort by age
+//	runid/<id as %016x>      the job of run <id>, to find a run by its ID
+//	running/<id as %016x>    the job of run <id>, while it is recorded as
+//	                         running, so that OpenState finds the runs a
+//	                         crash interrupted without reading all history
+//	meta/next-run            the next run ID, in decimal
+//
+// Job names cannot contain '/', so a job's prefix never covers another's.
+const (
+	jobPrefix     = "job/"
+	runPrefix     = "run/"
+	runIDPrefix   = "runid/"
+	runningPrefix = "running/"
+	nextRunKey    = "meta/next-run"
+)
+
+var (
+	// ErrNotFound is returned, wrapped, for a job or run that does not exist.
+	ErrNotFound = errors.New("not found")
+
+	// ErrStateLocked is returned, wrapped, by OpenState when another
+	// process has the state directory open.
+	ErrStateLocked = errors.New("in use by another process")
+)
+
+// State is the appliance's database of jobs and their history. It is safe
+// for concurrent use.
+type State struct {
+	db  *badger.DB
+	dir string
+	log *slog.Logger
+
+	mu     sync.Mutex // serialises the allocation of run IDs
+	nextID uint64
+}
+
+// OpenState opens or creates the state database in dir. Runs that a
+// previous process left marked as running are marked failed: no run of this
+// process can have started yet, and only one process can open dir.
+func OpenState(dir string, log *slog.Logger) (*State, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// The database is small and written a few times per VM backup, so it
+	// syncs every write and keeps its files and caches small.
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithSyncWrites(true).
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithValueLogFileSize(16 << 20).
+		WithBlockCacheSize(4 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithNumCompactors(2).
+		WithMetricsEnabled(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		// Badger has no error value for its lock; its message is stable
+		// since v1.
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("open job state %s: %w (is the appliance running?)", dir, ErrStateLocked)
+		}
+		return nil, fmt.Errorf("open job state %s: %w", dir, err)
+	}
+	s := &State{db: db, dir: dir, log: log}
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open job state %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *State) load() error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		return getJSON(txn, nextRunKey, &s.nextID)
+	})
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		s.nextID = 1
+	case err != nil:
+		return fmt.Errorf("read next run ID: %w", err)
+	}
+	return s.recoverInterrupted()
+}
+
+// Close closes the database.
+func (s *State) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close job state %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// PutJob validates j and stores it, replacing the job of the same name. It
+// keeps the creation time of the job it replaces and sets Updated to now.
+func (s *State) PutJob(j Job) error {
+	if err := j.Validate(); err != nil {
+		return err
+	}
+	now := time.Now().UTC().Round(0)
+	err := s.db.Update(func(txn *badger.Txn) error {
+		var old Job
+		switch err := getJSON(txn, jobPrefix+j.Name, &old); {
+		case err == nil:
+			j.Created = old.Created
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		case j.Created.IsZero():
+			j.Created = now
+		}
+		j.Updated = now
+		return setJSON(txn, jobPrefix+j.Name, j)
+	})
+	if err != nil {
+		return fmt.Errorf("store job %s: %w", j.Name, err)
+	}
+	return nil
+}
+
+// Job returns the job called name.
+func (s *State) Job(name string) (Job, error) {
+	var j Job
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, jobPrefix+name, &j) })
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Job{}, fmt.Errorf("job %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("load job %s: %w", name, err)
+	}
+	return j, nil
+}
+
+// Jobs returns all jobs, sorted by name.
+func (s *State) Jobs() ([]Job, error) {
+	var jobs []Job
+	err := s.db.View(func(txn *badger.Txn) error {
+		return scan(txn, jobPrefix, false, func(key string, v []byte) (bool, error) {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return false, fmt.Errorf("job %s: %w", strings.TrimPrefix(key, jobPrefix), err)
+			}
+			jobs = append(jobs, j)
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// DeleteJob deletes the job called name. Its history stays, so that what
+// was backed up, and when, can still be told.
+func (s *State) DeleteJob(name string) error {
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(jobPrefix + name)); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(jobPrefix + name))
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("delete job %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("delete job %s: %w", name, err)
+	}
+	return nil
+}
+
+// AddRun stores r in the history and returns its ID. A run without an ID
+// is given a new one; a run with an ID replaces the stored run of that ID,
+// which is how a run recorded as running at its start gets its end.
+func (s *State) AddRun(r Run) (string, error) {
+	if err := validateName(r.Job); err != nil {
+		return "", fmt.Errorf("store run: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var id uint64
+	if r.ID == "" {
+		id = s.nextID
+		r.ID = strconv.FormatUint(id, 10)
+	} else {
+		var err error
+		if id, err = parseRunID(r.ID); err != nil {
+			return "", fmt.Errorf("store run of job %s: %w", r.Job, err)
+		}
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		var job string
+		switch err := getJSON(txn, runIDKey(id), &job); {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return err
+		case job != r.Job:
+			return fmt.Errorf("run %s belongs to job %s", r.ID, job)
+		}
+		if err := setJSON(txn, runKey(r.Job, id), r); err != nil {
+			return err
+		}
+		if err := setJSON(txn, runIDKey(id), r.Job); err != nil {
+			return err
+		}
+		running := runningPrefix + hexID(id)
+		if r.Result == ResultRunning {
+			if err := setJSON(txn, running, r.Job); err != nil {
+				return err
+			}
+		} else if err := txn.Delete([]byte(running)); err != nil {
+			return err
+		}
+		if id >= s.nextID {
+			return setJSON(txn, nextRunKey, id+1)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("store run %s of job %s: %w", r.ID, r.Job, err)
+	}
+	s.nextID = max(s.nextID, id+1)
+	return r.ID, nil
+}
+
+// Runs returns up to limit runs of job, newest first; a limit of 0 or less
+// returns them all.
+func (s *State) Runs(job string, limit int) ([]Run, error) {
+	var runs []Run
+	err := s.db.View(func(txn *badger.Txn) error {
+		return scan(txn, runPrefix+job+"/", true, func(key string, v []byte) (bool, error) {
+			var r Run
+			if err := json.Unmarshal(v, &r); err != nil {
+				return false, fmt.Errorf("%s: %w", key, err)
+			}
+			runs = append(runs, r)
+			return limit <= 0 || len(runs) < limit, nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load runs of job %s: %w", job, err)
+	}
+	return runs, nil
+}
+
+// Run returns the run with the given ID.
+func (s *State) Run(id string) (Run, error) {
+	n, err := parseRunID(id)
+	if err != nil {
+		return Run{}, fmt.Errorf("run %s: %w", id, ErrNotFound)
+	}
+	var r Run
+	err = s.db.View(func(txn *badger.Txn) error {
+		var job string
+		if err := getJSON(txn, runIDKey(n), &job); err != nil {
+			return err
+		}
+		return getJSON(txn, runKey(job, n), &r)
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Run{}, fmt.Errorf("run %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Run{}, fmt.Errorf("load run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// recoverInterrupted marks failed the runs that are recorded as running,
+// with their unfinished VMs.
+func (s *State) recoverInterrupted() error {
+	type entry struct {
+		id  uint64
+		job string
+	}
+	var found []entry
+	err := s.db.View(func(txn *badger.Txn) error {
+		return scan(txn, runningPrefix, false, func(key string, v []byte) (bool, error) {
+			id, err := strconv.ParseUint(strings.TrimPrefix(key, runningPrefix), 16, 64)
+			if err != nil {
+				return false, fmt.Errorf("bad key %s", key)
+			}
+			var job string
+			if err := json.Unmarshal(v, &job); err != nil {
+				return false, fmt.Errorf("%s: %w", key, err)
+			}
+			found = append(found, entry{id, job})
+			return true, nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("find interrupted runs: %w", err)
+	}
+	for _, e := range found {
+		var r Run
+		err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, runKey(e.job, e.id), &r) })
+		if err != nil {
+			return fmt.Errorf("load interrupted run %d of job %s: %w", e.id, e.job, err)
+		}
+		r.Result, r.Error = ResultFailed, interruptedError
+		for i := range r.VMs {
+			if r.VMs[i].Result == ResultPending {
+				r.VMs[i].Result, r.VMs[i].Error = ResultFailed, interruptedError
+			}
+		}
+		if _, err := s.AddRun(r); err != nil {
+			return err
+		}
+		s.log.Warn("marked an interrupted run failed", "job", r.Job, "run", r.ID, "started", r.Started)
+	}
+	return nil
+}
+
+func hexID(id uint64) string { return fmt.Sprintf("%016x", id) }
+
+func runKey(job string, id uint64) string { return runPrefix + job + "/" + hexID(id) }
+func runIDKey(id uint64) string           { return runIDPrefix + hexID(id) }
+
+// parseRunID parses a run ID as AddRun makes them: a positive decimal
+// number without leading zeros.
+func parseRunID(id string) (uint64, error) {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != id {
+		return 0, fmt.Errorf("invalid run ID %q", id)
+	}
+	return n, nil
+}
+
+func getJSON(txn *badger.Txn, key string, v any) error {
+	item, err := txn.Get([]byte(key))
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error {
+		if err := json.Unmarshal(b, v); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	})
+}
+
+func setJSON(txn *badger.Txn, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	return txn.Set([]byte(key), b)
+}
+
+// scan calls fn for the keys under prefix in order, or in reverse order,
+// until fn returns false or an error.
+func scan(txn *badger.Txn, prefix string, reverse bool, fn func(key string, v []byte) (bool, error)) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(prefix)
+	opts.Reverse = reverse
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	start := []byte(prefix)
+	if reverse {
+		// In reverse, Seek finds the last key at or before its argument;
+		// no key under prefix sorts after prefix+0xff.
+		start = append(start, 0xff)
+	}
+	for it.Seek(start); it.Valid(); it.Next() {
+		item := it.Item()
+		more := true
+		err := item.Value(func(v []byte) error {
+			var err error
+			more, err = fn(string(item.Key()), v)
+			return err
+		})
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// badgerLogger sends badger's errors and warnings to slog; its info lines
+// narrate compactions nobody needs to read.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "jobstate")
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "jobstate")
+}
+func (l badgerLogger) Infof(string, ...any)  {}
+func (l badgerLogger) Debugf(string, ...any) {}
