@@ -26,6 +26,8 @@ func (a *app) pointsCommand() *cobra.Command {
 			type row struct {
 				ID       string    `json:"id"`
 				Source   string    `json:"source"`
+				VM       string    `json:"vm,omitempty"`
+				Job      string    `json:"job,omitempty"`
 				Time     time.Time `json:"time"`
 				Parent   string    `json:"parent,omitempty"`
 				Disks    int       `json:"disks"`
@@ -36,7 +38,7 @@ func (a *app) pointsCommand() *cobra.Command {
 			}
 			rows := make([]row, 0, len(points))
 			for _, p := range points {
-				r := row{ID: p.ID.String(), Source: p.Source.Name, Time: p.Time, Disks: len(p.Disks), Stored: p.Stats.BytesStored}
+				r := row{ID: p.ID.String(), Source: p.Source.Name, VM: p.Source.VMName, Job: p.Job, Time: p.Time, Disks: len(p.Disks), Stored: p.Stats.BytesStored}
 				if p.Parent != nil {
 					r.Parent = p.Parent.String()
 				}
@@ -57,7 +59,7 @@ func (a *app) pointsCommand() *cobra.Command {
 				if r.FullRead {
 					kind = "full"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:16], r.Source, r.Time.Local().Format(time.DateTime),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:16], sourceLabel(r.Source, r.VM), r.Time.Local().Format(time.DateTime),
 					formatBytes(r.Size), formatBytes(r.Data), formatBytes(r.Stored), kind)
 			}
 			return tw.Flush()
@@ -122,4 +124,13 @@ func (a *app) statsCommand() *cobra.Command {
 	a.storeFlags(cmd)
 	a.jsonFlag(cmd, "print a JSON object")
 	return cmd
+}
+
+// sourceLabel names a point's source for people: a VM by its name, since its
+// source is a pair of UUIDs that survives renames.
+func sourceLabel(source, vm string) string {
+	if vm != "" {
+		return "VM " + vm
+	}
+	return source
 }
