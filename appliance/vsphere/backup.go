@@ -162,12 +162,12 @@ func (c *Client) backupDisk(ctx context.Context, b *chunkstore.Backup, vm *mo.Vi
 	case prev == nil:
 	case prev.Label != spec.Label:
 		spec.FullRead = fmt.Sprintf("a different disk than in the parent (%s, was %s)", spec.Label, prev.Label)
+	case prev.Capacity != disk.CapacityInBytes:
+		// chunkstore reads a resized disk whole and says so.
 	case spec.ChangeID == "" || prev.ChangeID == "":
 		spec.FullRead = "no change ID to compare with"
 	case changeUUID(spec.ChangeID) != changeUUID(prev.ChangeID):
 		spec.FullRead = fmt.Sprintf("changed block tracking was reset (change ID %s, was %s)", spec.ChangeID, prev.ChangeID)
-	case prev.Capacity != disk.CapacityInBytes:
-		// chunkstore reads a resized disk whole and says so.
 	default:
 		changed, err := c.changedAreas(ctx, vm.Self, snap, disk, prev.ChangeID)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -298,38 +297,67 @@ func TestBackupFullReads(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 1, Disks: 1, DiskSize: 64 << 20})
 	ref := r.vmRef(t, "vm01")
-	backup := func() *vsphere.BackupResult {
+	vm := object.NewVirtualMachine(r.c.VIM(), ref)
+	backup := func(what string, want ...string) {
 		t.Helper()
 		res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", what, err)
 		}
-		d, _ := r.lab.Disk("vm01", 0)
-		dr, err := r.store.OpenDisk(ctx, res.Point.ID, 0)
-		if err != nil {
-			t.Fatal(err)
+		if len(res.FullReads) != len(want) {
+			t.Fatalf("%s: full reads %q, want %q", what, res.FullReads, want)
 		}
-		if hashReader(t, dr, dr.Size()) != hashReader(t, d, d.Size()) {
-			t.Fatal("the point does not restore to the disk")
+		for i, w := range want {
+			if !strings.Contains(res.FullReads[i], w) {
+				t.Fatalf("%s: full reads %q, want %q", what, res.FullReads, want)
+			}
 		}
-		return res
+		for i := range res.Point.Disks {
+			d, _ := r.lab.Disk("vm01", i)
+			dr, err := r.store.OpenDisk(ctx, res.Point.ID, i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dr.Size() != d.Size() || hashReader(t, dr, dr.Size()) != hashReader(t, d, d.Size()) {
+				t.Fatalf("%s: disk %d does not restore bit-exact", what, i)
+			}
+		}
 	}
-	backup()
+	backup("first", "disk 0: first backup")
 	if err := r.lab.ResetCBT("vm01"); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.lab.Write("vm01", 0, 12345, []byte("after the reset")); err != nil {
 		t.Fatal(err)
 	}
-	res := backup()
-	if len(res.FullReads) != 1 || !strings.Contains(res.FullReads[0], "reset") {
-		t.Fatalf("after a CBT reset: full reads %v", res.FullReads)
+	backup("after a CBT reset", "disk 0: changed block tracking was reset")
+	backup("after the full read")
+
+	// Grow the disk and add a second one.
+	devices, err := vm.Device(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if res := backup(); len(res.FullReads) != 0 {
-		t.Fatalf("after the full read: %v", res.FullReads)
+	disk := devices.SelectByType((*types.VirtualDisk)(nil))[0].(*types.VirtualDisk)
+	disk.CapacityInBytes += 16 << 20
+	disk.CapacityInKB = disk.CapacityInBytes / 1024
+	if err := vm.EditDevice(ctx, disk); err != nil {
+		t.Fatal(err)
 	}
-	_ = fmt.Sprint
-	_ = errors.New
+	ctrl, err := devices.FindDiskController("scsi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := devices.CreateDisk(ctrl, types.ManagedObjectReference{}, "[LocalDS_0] vm01/added.vmdk")
+	added.CapacityInKB = 64 << 10
+	if err := vm.AddDevice(ctx, added); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.lab.Write("vm01", 1, 4096, []byte("on the new disk")); err != nil {
+		t.Fatal(err)
+	}
+	backup("after growing disk 0 and adding disk 1", "disk 0: disk resized", "disk 1: disk is new")
+	backup("after the full reads")
 }
 
 // TestBackupFailures: a failed snapshot, a failed quiesce, sessions that
