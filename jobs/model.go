@@ -15,6 +15,10 @@ type Job struct {
 	Name      string    `json:"name"`
 	Selection Selection `json:"selection"`
 
+	// VCenter names the vCenter, as stored in the State, whose VMs the job
+	// selects; empty means the only vCenter, if exactly one is stored.
+	VCenter string `json:"vcenter,omitempty"`
+
 	// Schedule is a standard five-field cron expression ("30 2 * * *") or a
 	// descriptor such as "@daily", read in TimeZone.
 	Schedule string `json:"schedule"`

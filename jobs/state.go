@@ -16,6 +16,7 @@ import (
 // The state database holds JSON values under these keys:
 //
 //	job/<name>               a Job
+//	vcenter/<name>           a VCenter (see vcenter.go)
 //	run/<job>/<id as %016x>  a Run; the hex ID makes keys sort by age
 //	runid/<id as %016x>      the job of run <id>, to find a run by its ID
 //	running/<id as %016x>    the job of run <id>, while it is recorded as

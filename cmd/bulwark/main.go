@@ -76,6 +76,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.AddCommand(a.storeCommand(), a.imageCommand(), a.pointsCommand(), a.statsCommand(),
 		a.pruneCommand(), a.pointCommand(), a.gcCommand(), a.checkCommand(), a.indexCommand(),
 		a.labCommand(), a.backupCommand())
+	root.AddCommand(a.vcenterCommand(), a.jobCommand())
 	return root
 }
 
