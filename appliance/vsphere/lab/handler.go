@@ -29,14 +29,14 @@ func (l *Lab) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference,
 	case "VirtualMachine.CreateSnapshot_Task", "VirtualMachine.CreateSnapshotEx_Task", "VirtualMachine.RemoveAllSnapshots_Task",
 		"VirtualMachine.QueryChangedDiskAreas", "VirtualMachine.ReconfigVM_Task":
 		if v, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
-			l.override(ctx, &vmHandler{VirtualMachine: v, lab: l})
+			l.override(ctx, &vmHandler{VirtualMachine: v, Self: m.This, lab: l})
 		}
 	case "VirtualMachineSnapshot.RemoveSnapshot_Task":
 		if s, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
-			l.override(ctx, &snapshotHandler{VirtualMachineSnapshot: s, lab: l})
+			l.override(ctx, &snapshotHandler{VirtualMachineSnapshot: s, Self: m.This, lab: l})
 		}
 	case "SessionManager.AcquireGenericServiceTicket":
-		l.override(ctx, &ticketIssuer{SessionManager: ctx.Map.SessionManager(), lab: l})
+		l.override(ctx, &ticketIssuer{SessionManager: ctx.Map.SessionManager(), Self: m.This, lab: l})
 	}
 	return nil, nil
 }
@@ -64,10 +64,21 @@ func (l *Lab) release(ctx *simulator.Context, ref types.ManagedObjectReference) 
 }
 
 // vmHandler adds to vcsim's VirtualMachine what backups need.
+//
+// Putting an object into a session's registry writes its Self field and,
+// for an entity, its status fields. A stand-in's own Self and entity take
+// those writes, which would otherwise race with every reader of the VM.
+// (vcsim finds the embedded object by the first field, for the property
+// collector, and the lock by the Self field.)
 type vmHandler struct {
 	*simulator.VirtualMachine
-	lab *Lab
+	Self   types.ManagedObjectReference
+	entity mo.ManagedEntity
+	lab    *Lab
 }
+
+// Entity implements mo.Entity with the stand-in's own fields; see vmHandler.
+func (v *vmHandler) Entity() *mo.ManagedEntity { return &v.entity }
 
 // CreateSnapshotTask is the older form of CreateSnapshotExTask.
 func (v *vmHandler) CreateSnapshotTask(ctx *simulator.Context, req *types.CreateSnapshot_Task) soap.HasFault {
@@ -139,7 +150,8 @@ func (v *vmHandler) QueryChangedDiskAreas(ctx *simulator.Context, req *types.Que
 // snapshotHandler merges a snapshot's delta back when it is removed.
 type snapshotHandler struct {
 	*simulator.VirtualMachineSnapshot
-	lab *Lab
+	Self types.ManagedObjectReference // see vmHandler
+	lab  *Lab
 }
 
 // RemoveSnapshotTask removes the snapshot (and, if asked, its children) and

@@ -149,7 +149,8 @@ func randomSecret() string {
 // vcsim's own issues tickets that nothing checks.
 type ticketIssuer struct {
 	*simulator.SessionManager
-	lab *Lab
+	Self types.ManagedObjectReference // see vmHandler
+	lab  *Lab
 }
 
 // AcquireGenericServiceTicket issues a ticket for a URL on one of the hosts.
