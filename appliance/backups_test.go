@@ -2,16 +2,14 @@ package appliance_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/appliance"
 	"github.com/bulwarkbackup/bulwark/appliance/vsphere"
 	"github.com/bulwarkbackup/bulwark/appliance/vsphere/lab"
+	"github.com/bulwarkbackup/bulwark/appliance/vsphere/vspheretest"
 	"github.com/bulwarkbackup/bulwark/chunkstore"
-	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
-	"github.com/bulwarkbackup/bulwark/chunkstore/crypto"
 	"github.com/bulwarkbackup/bulwark/chunkstore/retention"
 	"github.com/bulwarkbackup/bulwark/jobs"
 )
@@ -27,43 +25,19 @@ type rig struct {
 
 func newRig(t testing.TB, opts lab.Options, concurrency, perDatastore int) *rig {
 	t.Helper()
-	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	opts.Log = log
-	l, err := lab.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Close)
-	u := l.URL()
-	u.User = nil
-	c, err := vsphere.Connect(ctx, vsphere.Config{URL: u.String(), Username: l.Username(), Password: l.Password(), Thumbprint: l.Thumbprint()}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	dir := t.TempDir()
-	pw := []byte("job test")
-	if err := chunkstore.Init(ctx, backend.NewLocal(dir), chunkstore.InitOptions{Password: pw, KDF: crypto.KDFParams{Time: 1, Memory: 64, Threads: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := chunkstore.Open(ctx, backend.NewLocal(dir), chunkstore.Options{Password: pw, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	st, err := jobs.OpenState(t.TempDir(), log)
+	v := vspheretest.New(t, opts)
+	st, err := jobs.OpenState(t.TempDir(), v.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	b := &appliance.Backups{VCenter: c, Store: s, Log: log}
+	b := &appliance.Backups{VCenter: v.Client, Store: v.Store, Log: v.Log}
 	r, err := jobs.NewRunner(jobs.RunnerConfig{Inventory: b, Backuper: b, Retainer: b, State: st,
-		Concurrency: concurrency, SnapshotsPerDatastore: perDatastore, Log: log})
+		Concurrency: concurrency, SnapshotsPerDatastore: perDatastore, Log: v.Log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{lab: l, store: s, runner: r, state: st}
+	return &rig{lab: v.Lab, store: v.Store, runner: r, state: st}
 }
 
 // TestJobLimits runs a job over 20 VMs on 3 datastores: the lab counts the

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -19,13 +18,10 @@ import (
 
 	"github.com/bulwarkbackup/bulwark/appliance/vsphere"
 	"github.com/bulwarkbackup/bulwark/appliance/vsphere/lab"
+	"github.com/bulwarkbackup/bulwark/appliance/vsphere/vspheretest"
 	"github.com/bulwarkbackup/bulwark/chunkstore"
-	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
-	"github.com/bulwarkbackup/bulwark/chunkstore/crypto"
 	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
 )
-
-var testPassword = []byte("correct horse battery staple")
 
 // rig is a lab, a client connected to it and a store.
 type rig struct {
@@ -36,34 +32,8 @@ type rig struct {
 
 func newRig(t *testing.T, opts lab.Options) *rig {
 	t.Helper()
-	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if opts.Log == nil {
-		opts.Log = log
-	}
-	l, err := lab.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Close)
-	u := l.URL()
-	u.User = nil
-	c, err := vsphere.Connect(ctx, vsphere.Config{URL: u.String(), Username: l.Username(), Password: l.Password(), Thumbprint: l.Thumbprint()}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	dir := t.TempDir()
-	if err := chunkstore.Init(ctx, backend.NewLocal(dir), chunkstore.InitOptions{Password: testPassword,
-		KDF: crypto.KDFParams{Time: 1, Memory: 64, Threads: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := chunkstore.Open(ctx, backend.NewLocal(dir), chunkstore.Options{Password: testPassword, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return &rig{lab: l, c: c, store: s}
+	r := vspheretest.New(t, opts)
+	return &rig{lab: r.Lab, c: r.Client, store: r.Store}
 }
 
 func (r *rig) vmRef(t *testing.T, name string) types.ManagedObjectReference {
