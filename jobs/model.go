@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -94,7 +93,7 @@ const maxNameLen = 64
 // Validate reports whether j can be stored and run. The errors name the job
 // and the part of it at fault.
 func (j Job) Validate() error {
-	if err := validateName(j.Name); err != nil {
+	if err := validateName("job", j.Name); err != nil {
 		return err
 	}
 	if err := j.validate(); err != nil {
@@ -126,13 +125,15 @@ func (j Job) validate() error {
 	return nil
 }
 
-func validateName(name string) error {
+// validateName checks the name of a job, or of another kind of thing whose
+// name is part of a state key, such as a vCenter.
+func validateName(kind, name string) error {
 	bad := func(why string) error {
-		return fmt.Errorf("invalid job name %q: %s", name, why)
+		return fmt.Errorf("invalid %s name %q: %s", kind, name, why)
 	}
 	switch {
 	case name == "":
-		return errors.New("invalid job name: empty")
+		return fmt.Errorf("invalid %s name: empty", kind)
 	case len(name) > maxNameLen:
 		return bad(fmt.Sprintf("longer than %d characters", maxNameLen))
 	case name == "." || name == "..":

@@ -190,7 +190,7 @@ func (s *State) DeleteJob(name string) error {
 // is given a new one; a run with an ID replaces the stored run of that ID,
 // which is how a run recorded as running at its start gets its end.
 func (s *State) AddRun(r Run) (string, error) {
-	if err := validateName(r.Job); err != nil {
+	if err := validateName("job", r.Job); err != nil {
 		return "", fmt.Errorf("store run: %w", err)
 	}
 	s.mu.Lock()

@@ -48,7 +48,7 @@ type VCenter struct {
 // Validate reports whether v can be stored. The errors name the vCenter
 // and the part of it at fault.
 func (v VCenter) Validate() error {
-	if err := checkName("vCenter", v.Name); err != nil {
+	if err := validateName("vCenter", v.Name); err != nil {
 		return err
 	}
 	if err := v.validate(); err != nil {
@@ -82,30 +82,6 @@ func (v VCenter) validate() error {
 		}
 	case !v.Insecure:
 		return errors.New("no certificate thumbprint: pin the certificate's fingerprint, or accept any certificate explicitly")
-	}
-	return nil
-}
-
-// checkName applies the rules of job names (see validateName) to the name
-// of another kind of thing that is part of a key.
-func checkName(kind, name string) error {
-	bad := func(why string) error {
-		return fmt.Errorf("invalid %s name %q: %s", kind, name, why)
-	}
-	switch {
-	case name == "":
-		return fmt.Errorf("invalid %s name: empty", kind)
-	case len(name) > maxNameLen:
-		return bad(fmt.Sprintf("longer than %d characters", maxNameLen))
-	case name == "." || name == "..":
-		return bad("not a name")
-	}
-	for _, c := range name {
-		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '.' || c == '_' || c == '-'
-		if !ok {
-			return bad(fmt.Sprintf("%q is not allowed (use letters, digits, '.', '_' and '-')", c))
-		}
 	}
 	return nil
 }
