@@ -69,7 +69,7 @@ func (t *HTTPTransport) Open(ctx context.Context, vm *mo.VirtualMachine, disk *t
 	}
 	u := &url.URL{Scheme: "https", Host: addr, Path: "/folder/" + strings.TrimSuffix(p.Path, ".vmdk") + "-flat.vmdk",
 		RawQuery: url.Values{"dsName": {p.Datastore}}.Encode()}
-	r := &httpDisk{c: t.c, ctx: ctx, url: u, size: disk.CapacityInBytes}
+	r := &httpDisk{c: t.c, ctx: ctx, base: u.String(), size: disk.CapacityInBytes}
 	if err := r.renew(ctx); err != nil {
 		return nil, err
 	}
@@ -100,10 +100,11 @@ type httpDisk struct {
 	size int64
 	read atomic.Int64
 
+	base string // the URL on the host's management address, which tickets are asked for
+
 	mu     sync.Mutex
-	url    *url.URL // host:port from the ticket
+	url    *url.URL // base, at the address and port the ticket names
 	cookie *http.Cookie
-	base   string // the URL the ticket was asked for
 }
 
 // renew asks vCenter for a service ticket for the extent on its host. The
@@ -112,9 +113,6 @@ type httpDisk struct {
 func (r *httpDisk) renew(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.base == "" {
-		r.base = r.url.String()
-	}
 	spec := types.SessionManagerHttpServiceRequestSpec{Url: r.base, Method: string(types.SessionManagerHttpServiceRequestSpecMethodHttpGet)}
 	tk, err := session.NewManager(r.c.vim).AcquireGenericServiceTicket(ctx, &spec)
 	if err != nil {

@@ -205,16 +205,7 @@ func snapshotRefs(vm *simulator.VirtualMachine) []types.ManagedObjectReference {
 	if vm.Snapshot == nil {
 		return nil
 	}
-	var out []types.ManagedObjectReference
-	var walk func([]types.VirtualMachineSnapshotTree)
-	walk = func(list []types.VirtualMachineSnapshotTree) {
-		for _, t := range list {
-			walk(t.ChildSnapshotList)
-			out = append(out, t.Snapshot)
-		}
-	}
-	walk(vm.Snapshot.RootSnapshotList)
-	return out
+	return postorder(vm.Snapshot.RootSnapshotList)
 }
 
 // descendants lists a snapshot's children, grandchildren first.
@@ -226,16 +217,7 @@ func descendants(vm *simulator.VirtualMachine, ref types.ManagedObjectReference)
 	find = func(list []types.VirtualMachineSnapshotTree) []types.ManagedObjectReference {
 		for _, t := range list {
 			if t.Snapshot == ref {
-				var out []types.ManagedObjectReference
-				var walk func([]types.VirtualMachineSnapshotTree)
-				walk = func(list []types.VirtualMachineSnapshotTree) {
-					for _, c := range list {
-						walk(c.ChildSnapshotList)
-						out = append(out, c.Snapshot)
-					}
-				}
-				walk(t.ChildSnapshotList)
-				return out
+				return postorder(t.ChildSnapshotList)
 			}
 			if out := find(t.ChildSnapshotList); out != nil {
 				return out
@@ -244,6 +226,16 @@ func descendants(vm *simulator.VirtualMachine, ref types.ManagedObjectReference)
 		return nil
 	}
 	return find(vm.Snapshot.RootSnapshotList)
+}
+
+// postorder lists the snapshots of a tree, children before their parents.
+func postorder(list []types.VirtualMachineSnapshotTree) []types.ManagedObjectReference {
+	var out []types.ManagedObjectReference
+	for _, t := range list {
+		out = append(out, postorder(t.ChildSnapshotList)...)
+		out = append(out, t.Snapshot)
+	}
+	return out
 }
 
 // faultMessage gives a fault's message, which vSphere shows with it.

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/vmware/govmomi/simulator"
@@ -65,7 +66,9 @@ func (l *Lab) createSnapshot(ctx *simulator.Context, vm *simulator.VirtualMachin
 			seq[vd.Key] = d.cbt.seq
 		}
 		b.ChangeId = changeID
-		datastores = appendUnique(datastores, datastoreName(base))
+		if ds := datastoreName(base); !slices.Contains(datastores, ds) {
+			datastores = append(datastores, ds)
+		}
 	}
 
 	res, fault := runInner(ctx, vm.CreateSnapshotExTask(ctx, req))
@@ -287,13 +290,4 @@ func flatName(dsPath string) string { return strings.TrimSuffix(dsPath, ".vmdk")
 func datastoreName(dsPath string) string {
 	name, _, _ := strings.Cut(strings.TrimPrefix(dsPath, "["), "]")
 	return name
-}
-
-func appendUnique(list []string, s string) []string {
-	for _, x := range list {
-		if x == s {
-			return list
-		}
-	}
-	return append(list, s)
 }
