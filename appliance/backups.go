@@ -33,9 +33,9 @@ var (
 	_ jobs.Retainer  = (*Backups)(nil)
 )
 
-// VMs implements jobs.Inventory. Templates cannot be snapshotted, so they
-// are never selected.
-func (b *Backups) VMs(ctx context.Context) ([]jobs.Target, error) {
+// VMs implements jobs.Inventory; Backups has one vCenter, whatever its name.
+// Templates cannot be snapshotted, so they are never selected.
+func (b *Backups) VMs(ctx context.Context, _ string) ([]jobs.Target, error) {
 	inv, err := b.VCenter.Inventory(ctx)
 	if err != nil {
 		return nil, err

@@ -350,3 +350,20 @@ func (s *Store) Params() Params { return s.cfg.Params }
 
 // Location says where the store is.
 func (s *Store) Location() string { return s.be.Location() }
+
+// SealSecret seals a secret that belongs with the store, such as a vCenter
+// password the appliance keeps in its state, under the store's master key:
+// whoever has the sealed bytes without the store's password learns nothing.
+// purpose binds the secret to its use, and must be given again to open it.
+func (s *Store) SealSecret(purpose string, secret []byte) []byte {
+	return s.key.Seal(nil, secret, []byte("secret\x00"+purpose))
+}
+
+// OpenSecret opens what SealSecret sealed for purpose.
+func (s *Store) OpenSecret(purpose string, sealed []byte) ([]byte, error) {
+	b, err := s.key.Open(nil, sealed, []byte("secret\x00"+purpose))
+	if err != nil {
+		return nil, fmt.Errorf("open secret for %s: %w", purpose, err)
+	}
+	return b, nil
+}

@@ -540,3 +540,22 @@ func TestMultiDiskPointAndRepeatedDisk(t *testing.T) {
 		t.Errorf("restore of a missing disk: %v", err)
 	}
 }
+
+func TestSecretsAreBoundToStoreAndPurpose(t *testing.T) {
+	s, _ := newStore(t)
+	other, _ := newStore(t)
+	sealed := s.SealSecret("vcenter/vc1", []byte("hunter2"))
+	if bytes.Contains(sealed, []byte("hunter2")) {
+		t.Fatal("sealed secret holds the plaintext")
+	}
+	got, err := s.OpenSecret("vcenter/vc1", sealed)
+	if err != nil || string(got) != "hunter2" {
+		t.Fatalf("OpenSecret = %q, %v; want hunter2", got, err)
+	}
+	if _, err := s.OpenSecret("vcenter/vc2", sealed); err == nil {
+		t.Error("a secret opened for another purpose")
+	}
+	if _, err := other.OpenSecret("vcenter/vc1", sealed); err == nil {
+		t.Error("a secret opened with another store's key")
+	}
+}

@@ -87,7 +87,12 @@ type window struct {
 // it could not find them.
 func (rec *recorder) vms(ctx context.Context, job Job, loc *time.Location) {
 	r := rec.r
-	all, err := r.inventory.VMs(ctx)
+	vc, err := r.state.JobVCenter(job)
+	if err != nil {
+		rec.run.Error = err.Error()
+		return
+	}
+	all, err := r.inventory.VMs(ctx, vc.Name)
 	if err != nil {
 		rec.run.Error = fmt.Sprintf("list VMs: %v", err)
 		return
@@ -127,7 +132,7 @@ func (rec *recorder) vms(ctx context.Context, job Job, loc *time.Location) {
 		ticket := r.limits.enqueue(t.Datastores)
 		r.progress(Event{Job: job.Name, RunID: runID, VM: t, Kind: EventQueued})
 		wg.Go(func() {
-			v := rec.backup(ctx, job.Name, runID, t, ticket, w)
+			v := rec.backup(ctx, BackupRequest{Job: job.Name, VCenter: vc.Name, VM: t}, runID, ticket, w)
 			rec.set(i, v)
 			r.progress(Event{Job: job.Name, RunID: runID, VM: t, Kind: EventFinished, Result: &v})
 		})
@@ -159,8 +164,9 @@ func (rec *recorder) window(job Job, loc *time.Location) window {
 }
 
 // backup backs up one VM once its ticket comes up.
-func (rec *recorder) backup(ctx context.Context, job, runID string, t Target, ticket *ticket, w window) VMRun {
+func (rec *recorder) backup(ctx context.Context, req BackupRequest, runID string, ticket *ticket, w window) VMRun {
 	r := rec.r
+	job, t := req.Job, req.VM
 	v := VMRun{MoRef: t.MoRef, Name: t.Name}
 	if err := ticket.wait(ctx, w.closed, errWindowClosed); err != nil {
 		if errors.Is(err, errWindowClosed) {
@@ -183,7 +189,7 @@ func (rec *recorder) backup(ctx context.Context, job, runID string, t Target, ti
 
 	r.progress(Event{Job: job, RunID: runID, VM: t, Kind: EventStarted})
 	start := r.clock.Now()
-	res, err := r.backuper.BackupVM(ctx, BackupRequest{Job: job, VM: t})
+	res, err := r.backuper.BackupVM(ctx, req)
 	v.Duration = r.clock.Now().Sub(start)
 	switch {
 	case err != nil && ctx.Err() != nil:

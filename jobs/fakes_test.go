@@ -22,12 +22,20 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// testVCenterName is the only vCenter of a rig's state.
+const testVCenterName = "vc1"
+
 type fakeInventory struct {
 	vms []Target
 	err error
 }
 
-func (f *fakeInventory) VMs(ctx context.Context) ([]Target, error) { return f.vms, f.err }
+func (f *fakeInventory) VMs(ctx context.Context, vcenter string) ([]Target, error) {
+	if vcenter != testVCenterName {
+		return nil, fmt.Errorf("asked for the VMs of vCenter %q, want %q", vcenter, testVCenterName)
+	}
+	return f.vms, f.err
+}
 
 // fakeBackuper backs up VMs instantly, or, while its gate is shut, once the
 // gate opens. It records how many backups ran at once, overall and per
@@ -56,6 +64,9 @@ func newFakeBackuper() *fakeBackuper {
 }
 
 func (f *fakeBackuper) BackupVM(ctx context.Context, req BackupRequest) (BackupResult, error) {
+	if req.VCenter != testVCenterName {
+		return BackupResult{}, fmt.Errorf("asked to back up %s from vCenter %q, want %q", req.VM.Name, req.VCenter, testVCenterName)
+	}
 	f.mu.Lock()
 	f.running++
 	f.maxRunning = max(f.maxRunning, f.running)
@@ -165,6 +176,9 @@ func newRigAt(t *testing.T, now time.Time, vms []Target, cfg RunnerConfig) *rig 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { state.Close() })
+	if err := state.PutVCenter(testVCenter(testVCenterName)); err != nil {
+		t.Fatal(err)
+	}
 	g := &rig{
 		inv:    &fakeInventory{vms: vms},
 		bak:    newFakeBackuper(),

@@ -93,7 +93,7 @@ const maxNameLen = 64
 // Validate reports whether j can be stored and run. The errors name the job
 // and the part of it at fault.
 func (j Job) Validate() error {
-	if err := validateName("job", j.Name); err != nil {
+	if err := CheckName("job", j.Name); err != nil {
 		return err
 	}
 	if err := j.validate(); err != nil {
@@ -125,9 +125,10 @@ func (j Job) validate() error {
 	return nil
 }
 
-// validateName checks the name of a job, or of another kind of thing whose
-// name is part of a state key, such as a vCenter.
-func validateName(kind, name string) error {
+// CheckName checks the name of a job, or of another kind of thing whose
+// name is part of a state key or a URL, such as a vCenter: kind names it in
+// the error.
+func CheckName(kind, name string) error {
 	bad := func(why string) error {
 		return fmt.Errorf("invalid %s name %q: %s", kind, name, why)
 	}

@@ -98,6 +98,7 @@ type Runner struct {
 
 	mu     sync.Mutex
 	active map[string]*Execution // by job name
+	runs   sync.WaitGroup        // every run started, until it ends
 }
 
 // NewRunner returns a Runner with the given configuration.
@@ -224,7 +225,9 @@ func (r *Runner) Start(ctx context.Context, job Job, trigger string, scheduled t
 	r.log.Info("run started", "job", job.Name, "run", id, "trigger", trigger, "scheduled", scheduled)
 	started := run
 	r.progress(Event{Job: job.Name, RunID: id, Kind: EventRunStarted, Run: &started})
+	r.runs.Add(1)
 	go func() {
+		defer r.runs.Done()
 		defer close(e.done)
 		e.run, e.err = r.execute(runCtx, job, run, loc)
 		cancel(nil)
@@ -259,6 +262,11 @@ func (r *Runner) Cancel(job string) bool {
 	e.cancel(ErrCancelled)
 	return true
 }
+
+// Wait waits until every run started on r has ended and been recorded. An
+// appliance that stops cancels the runs' contexts, then waits, then closes
+// the store and the state.
+func (r *Runner) Wait() { r.runs.Wait() }
 
 // Running returns the names of the jobs that have a run under way, sorted.
 func (r *Runner) Running() []string {

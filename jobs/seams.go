@@ -7,15 +7,17 @@ import (
 	"github.com/bulwarkbackup/bulwark/chunkstore/retention"
 )
 
-// An Inventory lists the VMs that jobs can select.
+// An Inventory lists the VMs that jobs can select, by vCenter: a job selects
+// among the VMs of its own vCenter.
 type Inventory interface {
-	VMs(ctx context.Context) ([]Target, error)
+	VMs(ctx context.Context, vcenter string) ([]Target, error)
 }
 
 // A BackupRequest asks for one VM to be backed up for a job.
 type BackupRequest struct {
-	Job string
-	VM  Target
+	Job     string
+	VCenter string // the name of the vCenter the VM is in
+	VM      Target
 }
 
 // A BackupResult describes the point that a backup made.

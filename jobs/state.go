@@ -45,18 +45,38 @@ var (
 // State is the appliance's database of jobs and their history. It is safe
 // for concurrent use.
 type State struct {
-	db  *badger.DB
-	dir string
-	log *slog.Logger
+	db    *badger.DB
+	owned bool // whether Close closes db
+	dir   string
+	log   *slog.Logger
 
 	mu     sync.Mutex // serialises the allocation of run IDs
 	nextID uint64
 }
 
-// OpenState opens or creates the state database in dir. Runs that a
-// previous process left marked as running are marked failed: no run of this
-// process can have started yet, and only one process can open dir.
+// OpenState opens or creates the state database in dir, and closes it when
+// the State is closed. Runs that a previous process left marked as running
+// are marked failed: no run of this process can have started yet, and only
+// one process can open dir.
 func OpenState(dir string, log *slog.Logger) (*State, error) {
+	db, err := OpenDB(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	s, err := NewState(db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.owned = true
+	return s, nil
+}
+
+// OpenDB opens or creates the badger database of an appliance's state in
+// dir. The appliance shares it between the jobs and its other records
+// (users, tasks), each under its own key prefix, so that one directory
+// holds, and one backup saves, the whole state.
+func OpenDB(dir string, log *slog.Logger) (*badger.DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -77,14 +97,24 @@ func OpenState(dir string, log *slog.Logger) (*State, error) {
 		// Badger has no error value for its lock; its message is stable
 		// since v1.
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("open job state %s: %w (is the appliance running?)", dir, ErrStateLocked)
+			return nil, fmt.Errorf("open state %s: %w (is the appliance running?)", dir, ErrStateLocked)
 		}
-		return nil, fmt.Errorf("open job state %s: %w", dir, err)
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
-	s := &State{db: db, dir: dir, log: log}
+	return db, nil
+}
+
+// NewState returns the jobs' State kept in db, under the key prefixes
+// above; closing the State leaves db open. Like OpenState, it marks failed
+// the runs that a previous process left running, so it must be called
+// once per process, before any run starts.
+func NewState(db *badger.DB, log *slog.Logger) (*State, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &State{db: db, dir: db.Opts().Dir, log: log}
 	if err := s.load(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open job state %s: %w", dir, err)
+		return nil, fmt.Errorf("open job state %s: %w", s.dir, err)
 	}
 	return s, nil
 }
@@ -102,8 +132,11 @@ func (s *State) load() error {
 	return s.recoverInterrupted()
 }
 
-// Close closes the database.
+// Close closes the database if OpenState opened it.
 func (s *State) Close() error {
+	if !s.owned {
+		return nil
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close job state %s: %w", s.dir, err)
 	}
@@ -190,7 +223,7 @@ func (s *State) DeleteJob(name string) error {
 // is given a new one; a run with an ID replaces the stored run of that ID,
 // which is how a run recorded as running at its start gets its end.
 func (s *State) AddRun(r Run) (string, error) {
-	if err := validateName("job", r.Job); err != nil {
+	if err := CheckName("job", r.Job); err != nil {
 		return "", fmt.Errorf("store run: %w", err)
 	}
 	s.mu.Lock()

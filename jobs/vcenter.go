@@ -19,9 +19,10 @@ const vcenterPrefix = "vcenter/"
 var ErrInUse = errors.New("in use")
 
 // A VCenter is a vCenter that jobs back up VMs from: how to reach it and
-// log in. The password itself is never stored, only the name of the
-// environment variable that holds it, so that the state database and its
-// backups give nobody the keys to vSphere.
+// log in. The password itself is never stored in the clear: the record
+// names the environment variable that holds it, or holds it sealed under
+// the store's key, so that the state database and its backups give nobody
+// the keys to vSphere.
 type VCenter struct {
 	// Name identifies the vCenter to jobs; it follows the rules of job
 	// names.
@@ -32,8 +33,11 @@ type VCenter struct {
 	URL      string `json:"url"`
 	Username string `json:"username"`
 
-	// PasswordEnv names the environment variable that holds the password.
-	PasswordEnv string `json:"password_env"`
+	// PasswordEnv names the environment variable that holds the password;
+	// PasswordSealed is the password sealed by the appliance that stored
+	// it. Exactly one is set.
+	PasswordEnv    string `json:"password_env,omitempty"`
+	PasswordSealed []byte `json:"password_sealed,omitempty"`
 
 	// Thumbprint pins the certificate (its SHA-1 or SHA-256 fingerprint in
 	// hex); Insecure accepts any certificate instead. Exactly one must be
@@ -42,13 +46,17 @@ type VCenter struct {
 	Thumbprint string `json:"thumbprint,omitempty"`
 	Insecure   bool   `json:"insecure,omitempty"`
 
+	// FromConfig marks a vCenter that the appliance's configuration file
+	// defines: it is written at every start, and changed only there.
+	FromConfig bool `json:"from_config,omitempty"`
+
 	Added time.Time `json:"added,omitzero"`
 }
 
 // Validate reports whether v can be stored. The errors name the vCenter
 // and the part of it at fault.
 func (v VCenter) Validate() error {
-	if err := validateName("vCenter", v.Name); err != nil {
+	if err := CheckName("vCenter", v.Name); err != nil {
 		return err
 	}
 	if err := v.validate(); err != nil {
@@ -70,7 +78,11 @@ func (v VCenter) validate() error {
 	if strings.TrimSpace(v.Username) == "" {
 		return errors.New("empty user name")
 	}
-	if !isEnvName(v.PasswordEnv) {
+	switch {
+	case v.PasswordEnv != "" && len(v.PasswordSealed) > 0:
+		return errors.New("a password environment variable and a sealed password exclude each other")
+	case len(v.PasswordSealed) > 0:
+	case !isEnvName(v.PasswordEnv):
 		return fmt.Errorf("invalid password environment variable %q: want letters, digits and '_', not starting with a digit", v.PasswordEnv)
 	}
 	switch {

@@ -15,67 +15,79 @@ import (
 
 // VM is a virtual machine or template as the inventory lists it.
 type VM struct {
-	MoRef        string
-	Name         string
-	UUID         string // BIOS UUID, config.uuid
-	InstanceUUID string // vCenter-assigned, config.instanceUuid
-	Folder       string // inventory path of the parent folder (or vApp), e.g. "/DC0/vm/prod"
-	Path         string // inventory path of the VM
-	Cluster      string // cluster name, "" if on a standalone host
-	Host         string // host moref
-	Datastores   []string
-	PowerState   string // poweredOn, poweredOff or suspended
-	GuestOS      string // the configured guest OS, by full name when vCenter knows it
-	CBT          bool   // config.changeTrackingEnabled
-	Template     bool
+	MoRef        string   `json:"moref"`
+	Name         string   `json:"name"`
+	UUID         string   `json:"uuid"`          // BIOS UUID, config.uuid
+	InstanceUUID string   `json:"instance_uuid"` // vCenter-assigned, config.instanceUuid
+	Folder       string   `json:"folder"`        // inventory path of the parent folder (or vApp), e.g. "/DC0/vm/prod"
+	Path         string   `json:"path"`          // inventory path of the VM
+	Cluster      string   `json:"cluster"`       // cluster name, "" if on a standalone host
+	Host         string   `json:"host"`          // host moref
+	Datastores   []string `json:"datastores"`
+	PowerState   string   `json:"power_state"` // poweredOn, poweredOff or suspended
+	GuestOS      string   `json:"guest_os"`    // the configured guest OS, by full name when vCenter knows it
+	CBT          bool     `json:"cbt"`         // config.changeTrackingEnabled
+	Template     bool     `json:"template"`
 }
 
 // Folder is an inventory folder. Kind says what it holds: vm, host,
 // datastore, network or datacenter. Datastore clusters are listed as
 // datastore folders, which is what they are in the inventory tree.
 type Folder struct {
-	MoRef, Name, Path string
-	Kind              string
+	MoRef string `json:"moref"`
+	Name  string `json:"name"`
+	Path  string `json:"path"`
+	Kind  string `json:"kind"`
 }
 
 // Cluster is a cluster of hosts; Hosts are host morefs.
 type Cluster struct {
-	MoRef, Name, Path string
-	Hosts             []string
+	MoRef string   `json:"moref"`
+	Name  string   `json:"name"`
+	Path  string   `json:"path"`
+	Hosts []string `json:"hosts"`
 }
 
 // Host is an ESXi host. Cluster is the cluster name, "" for a standalone
 // host; Datastores are the names of the datastores it mounts.
 type Host struct {
-	MoRef, Name, Cluster string
-	Datastores           []string
-	ConnectionState      string
+	MoRef           string   `json:"moref"`
+	Name            string   `json:"name"`
+	Cluster         string   `json:"cluster"`
+	Datastores      []string `json:"datastores"`
+	ConnectionState string   `json:"connection_state"`
 }
 
 // Datastore is a datastore; Capacity and Free are in bytes.
 type Datastore struct {
-	MoRef, Name, Type, URL string
-	Capacity, Free         int64
-	Accessible             bool
+	MoRef      string `json:"moref"`
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	URL        string `json:"url"`
+	Capacity   int64  `json:"capacity"`
+	Free       int64  `json:"free"`
+	Accessible bool   `json:"accessible"`
 }
 
 // Network is a network a NIC can be attached to. Kind is its managed object
 // type (Network, DistributedVirtualPortgroup or OpaqueNetwork), which a
 // restore needs to build the NIC backing.
 type Network struct {
-	MoRef, Name, Kind string
+	MoRef string `json:"moref"`
+	Name  string `json:"name"`
+	Kind  string `json:"kind"`
 }
 
 // Inventory is a snapshot of a vCenter's inventory. Names are as the vSphere
 // Client shows them; paths keep vCenter's escaping of "/" (as %2f) so that
 // they split unambiguously.
 type Inventory struct {
-	VMs        []VM
-	Folders    []Folder
-	Clusters   []Cluster
-	Hosts      []Host
-	Datastores []Datastore
-	Networks   []Network
+	VMs        []VM        `json:"vms"`
+	Folders    []Folder    `json:"folders"`
+	Clusters   []Cluster   `json:"clusters"`
+	Hosts      []Host      `json:"hosts"`
+	Datastores []Datastore `json:"datastores"`
+	Networks   []Network   `json:"networks"`
 }
 
 // viewCleanupTimeout bounds DestroyView, which runs even when the caller's

@@ -58,14 +58,12 @@ func (a *app) openState(dir string) (*jobs.State, error) {
 	return st, err
 }
 
-// vcenterConfig is how to connect to v, with its password read from the
-// environment.
-func vcenterConfig(v jobs.VCenter) (vsphere.Config, error) {
-	pw, ok := os.LookupEnv(v.PasswordEnv)
-	if !ok || pw == "" {
-		return vsphere.Config{}, fmt.Errorf("vCenter %s: its password is read from $%s, which is not set", v.Name, v.PasswordEnv)
+// passwordSource says where a vCenter's password is kept.
+func passwordSource(v jobs.VCenter) string {
+	if v.PasswordEnv != "" {
+		return "$" + v.PasswordEnv
 	}
-	return vsphere.Config{URL: v.URL, Username: v.Username, Password: pw, Thumbprint: v.Thumbprint, Insecure: v.Insecure}, nil
+	return "sealed in the store"
 }
 
 func (a *app) vcenterCommand() *cobra.Command {
@@ -106,7 +104,7 @@ use is never implicit.`,
 			if err := probe.Validate(); err != nil {
 				return err
 			}
-			cfg, err := vcenterConfig(rec)
+			cfg, err := appliance.VCenterConfig(rec, nil)
 			if err != nil {
 				return err
 			}
@@ -184,7 +182,7 @@ func (a *app) vcenterListCommand() *cobra.Command {
 					if v.Insecure {
 						cert = "any (insecure)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t$%s\t%s\t%s\n", v.Name, v.URL, v.Username, v.PasswordEnv, cert,
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.URL, v.Username, passwordSource(v), cert,
 						v.Added.Local().Format(time.DateTime))
 				}
 				return tw.Flush()
@@ -604,7 +602,7 @@ it had not finished, and records the run as cancelled.`,
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			ctx := cmd.Context()
 			name := args[0]
-			if err := checkJobName(name); err != nil {
+			if err := jobs.CheckName("job", name); err != nil {
 				return err
 			}
 			st, err := a.openState(dir)
@@ -629,15 +627,15 @@ it had not finished, and records the run as cancelled.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := vcenterConfig(vcRec)
-			if err != nil {
-				return err
-			}
 			s, err := a.openStore(ctx, "job "+name, forWriting)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
+			cfg, err := appliance.VCenterConfig(vcRec, s)
+			if err != nil {
+				return err
+			}
 			c, err := vsphere.Connect(ctx, cfg, a.log)
 			if err != nil {
 				return fmt.Errorf("vCenter %s: %w", vcRec.Name, err)
@@ -762,7 +760,7 @@ database, which the run holds.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			name := args[0]
-			if err := checkJobName(name); err != nil {
+			if err := jobs.CheckName("job", name); err != nil {
 				return err
 			}
 			path := pidPath(dir, name)
@@ -868,15 +866,6 @@ history fails with "in use by another process": wait for the run to end.`,
 	cmd.Flags().IntVar(&limit, "limit", 20, "show at most N runs (0: all)")
 	a.jsonFlag(cmd, "print a JSON array")
 	return cmd
-}
-
-// checkJobName refuses names that would lead a pid file's path out of
-// its directory; the state refuses the rest of what is not a job name.
-func checkJobName(name string) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`+"\x00") {
-		return fmt.Errorf("invalid job name %q", name)
-	}
-	return nil
 }
 
 func pidPath(stateDir, job string) string {
