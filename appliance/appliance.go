@@ -162,7 +162,7 @@ func Open(ctx context.Context, o Options) (a *Appliance, err error) {
 	closers = append(closers, func() error { a.fleet.Close(context.Background()); return nil })
 	progress := tracker.Event
 	if cfg.SMTP != nil {
-		pw, err := smtpPassword(*cfg.SMTP)
+		pw, err := cfg.SMTP.Password()
 		if err != nil {
 			return nil, err
 		}
@@ -265,17 +265,6 @@ func (a *Appliance) syncVCenters() error {
 		}
 	}
 	return nil
-}
-
-func smtpPassword(c config.SMTP) ([]byte, error) {
-	if c.Username == "" {
-		return nil, nil
-	}
-	pw, err := c.Password()
-	if err != nil {
-		return nil, fmt.Errorf("smtp password: %w", err)
-	}
-	return pw, nil
 }
 
 func mailRun(m *notify.Mailer, r *jobs.Run, log *slog.Logger) {

@@ -89,7 +89,7 @@ func (v VCenter) validate() error {
 	case v.Thumbprint != "" && v.Insecure:
 		return errors.New("a certificate thumbprint and insecure mode exclude each other")
 	case v.Thumbprint != "":
-		if !isThumbprint(v.Thumbprint) {
+		if !IsThumbprint(v.Thumbprint) {
 			return fmt.Errorf("invalid certificate thumbprint %q: want a SHA-1 or SHA-256 fingerprint in hex", v.Thumbprint)
 		}
 	case !v.Insecure:
@@ -110,9 +110,10 @@ func isEnvName(s string) bool {
 	return true
 }
 
-// isThumbprint accepts the spellings that vCenter, openssl and browsers
+// IsThumbprint reports whether s is a SHA-1 or SHA-256 certificate
+// fingerprint in one of the spellings that vCenter, openssl and browsers
 // use: hex, with or without colons, spaces or dashes between the bytes.
-func isThumbprint(s string) bool {
+func IsThumbprint(s string) bool {
 	digits := strings.Map(func(r rune) rune {
 		switch r {
 		case ':', ' ', '-':

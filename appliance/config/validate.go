@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/bulwarkbackup/bulwark/jobs"
 )
 
 var (
@@ -105,7 +106,7 @@ func (vc VCenter) validate(v *validator, key string) {
 	case vc.Thumbprint != "" && vc.Insecure:
 		v.add(key+".thumbprint", errors.New("excludes insecure: true; pin the certificate or accept any, not both"))
 	case vc.Thumbprint != "":
-		if !isThumbprint(vc.Thumbprint) {
+		if !jobs.IsThumbprint(vc.Thumbprint) {
 			v.add(key+".thumbprint", fmt.Errorf("%q: want the SHA-1 or SHA-256 fingerprint of the vCenter certificate in hex", vc.Thumbprint))
 		}
 	case !vc.Insecure:
@@ -227,20 +228,6 @@ func checkVCenterURL(raw string) error {
 		return fmt.Errorf("%q: want https://host[:port]/sdk", raw)
 	}
 	return nil
-}
-
-// isThumbprint accepts the spellings that vCenter, openssl and browsers
-// use: hex, with or without colons, spaces or dashes between the bytes.
-func isThumbprint(s string) bool {
-	digits := strings.Map(func(r rune) rune {
-		switch r {
-		case ':', ' ', '-':
-			return -1
-		}
-		return r
-	}, strings.TrimSpace(s))
-	b, err := hex.DecodeString(digits)
-	return err == nil && (len(b) == 20 || len(b) == 32)
 }
 
 func checkAddress(s string) error {
