@@ -31,6 +31,13 @@ func newRig(t testing.TB, opts lab.Options, concurrency, perDatastore int) *rig 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	// The runner asks for the job's vCenter by name; Backups has only one.
+	u := v.Lab.URL()
+	u.User = nil
+	if err := st.PutVCenter(jobs.VCenter{Name: "lab", URL: u.String(), Username: v.Lab.Username(),
+		PasswordEnv: "UNUSED", Thumbprint: v.Lab.Thumbprint()}); err != nil {
+		t.Fatal(err)
+	}
 	b := &appliance.Backups{VCenter: v.Client, Store: v.Store, Log: v.Log}
 	r, err := jobs.NewRunner(jobs.RunnerConfig{Inventory: b, Backuper: b, Retainer: b, State: st,
 		Concurrency: concurrency, SnapshotsPerDatastore: perDatastore, Log: v.Log})

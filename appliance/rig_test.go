@@ -38,9 +38,24 @@ type applianceRig struct {
 // too and configures it as vCenter "lab".
 func newApplianceRig(t testing.TB, labOpts *lab.Options) *applianceRig {
 	t.Helper()
+	return startApplianceRig(t, rigOptions{Lab: labOpts})
+}
+
+// rigOptions shape an applianceRig.
+type rigOptions struct {
+	// Lab, if not nil, starts the lab.
+	Lab *lab.Options
+	// LabNotConfigured leaves the lab out of the configuration file: the
+	// test adds it through the API (see labVCenter).
+	LabNotConfigured bool
+}
+
+// startApplianceRig starts an appliance as o says.
+func startApplianceRig(t testing.TB, o rigOptions) *applianceRig {
+	t.Helper()
 	r := &applianceRig{t: t, dir: t.TempDir()}
 	vcenters := ""
-	if labOpts != nil {
+	if labOpts := o.Lab; labOpts != nil {
 		if labOpts.Log == nil {
 			labOpts.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 		}
@@ -55,8 +70,10 @@ func newApplianceRig(t testing.TB, labOpts *lab.Options) *applianceRig {
 		}
 		u := l.URL()
 		u.User = nil
-		vcenters = fmt.Sprintf("vcenters:\n  - name: lab\n    url: %q\n    username: %q\n    password_file: vcenter.pass\n    thumbprint: %q\n",
-			u.String(), l.Username(), l.Thumbprint())
+		if !o.LabNotConfigured {
+			vcenters = fmt.Sprintf("vcenters:\n  - name: lab\n    url: %q\n    username: %q\n    password_file: vcenter.pass\n    thumbprint: %q\n",
+				u.String(), l.Username(), l.Thumbprint())
+		}
 	}
 	if err := os.WriteFile(filepath.Join(r.dir, "store.pass"), []byte("store password for tests"), 0o600); err != nil {
 		t.Fatal(err)
@@ -127,4 +144,17 @@ func (r *applianceRig) admin() *api.Client {
 		r.t.Fatal(err)
 	}
 	return c
+}
+
+// labVCenter is the request that adds the lab as vCenter name, pinning its
+// certificate by its SHA-1 thumbprint as vSphere shows it.
+func (r *applianceRig) labVCenter(name string) api.NewVCenter {
+	r.t.Helper()
+	if r.lab == nil {
+		r.t.Fatal("the rig has no lab")
+	}
+	u := r.lab.URL()
+	u.User = nil
+	return api.NewVCenter{Name: name, URL: u.String(), Username: r.lab.Username(), Password: r.lab.Password(),
+		Thumbprint: r.lab.Thumbprint()}
 }

@@ -49,7 +49,7 @@ func (s *Server) table() []route {
 		{method: post, path: p + "/jobs", tag: "jobs", summary: "Create a job", access: admin, status: http.StatusCreated, in: jobs.Job{}, out: JobView{}, do: s.createJob},
 		{method: get, path: p + "/jobs/{name}", tag: "jobs", summary: "Show a job", access: viewer, out: JobView{}, do: s.getJob},
 		{method: put, path: p + "/jobs/{name}", tag: "jobs", summary: "Replace a job's definition", access: admin, in: jobs.Job{}, out: JobView{}, do: s.updateJob},
-		{method: del, path: p + "/jobs/{name}", tag: "jobs", summary: "Delete a job and its history; its points stay", access: admin, status: http.StatusNoContent, do: s.deleteJob},
+		{method: del, path: p + "/jobs/{name}", tag: "jobs", summary: "Delete a job; its history and points are kept", access: admin, status: http.StatusNoContent, do: s.deleteJob},
 		{method: post, path: p + "/jobs/{name}/enable", tag: "jobs", summary: "Enable a job's schedule", access: admin, out: JobView{}, do: s.enableJob},
 		{method: post, path: p + "/jobs/{name}/disable", tag: "jobs", summary: "Disable a job's schedule", access: admin, out: JobView{}, do: s.disableJob},
 		{method: post, path: p + "/jobs/{name}/run", tag: "jobs", summary: "Run a job now", access: operator, status: http.StatusAccepted, out: RunStarted{}, do: s.runJob},

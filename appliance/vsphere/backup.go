@@ -149,6 +149,9 @@ func (c *Client) backupDisk(ctx context.Context, b *chunkstore.Backup, vm *mo.Vi
 	log := c.log.With("vm", vm.Name, "disk", index)
 
 	allocated, err := c.changedAreas(ctx, vm.Self, snap, disk, "*")
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("disk %d: %w", index, err) // cancelled: no fault of CBT's
+	}
 	if err != nil {
 		log.Warn("no allocated areas: reading the whole disk", "err", err)
 		allocated = nil
@@ -170,9 +173,12 @@ func (c *Client) backupDisk(ctx context.Context, b *chunkstore.Backup, vm *mo.Vi
 		spec.FullRead = fmt.Sprintf("changed block tracking was reset (change ID %s, was %s)", spec.ChangeID, prev.ChangeID)
 	default:
 		changed, err := c.changedAreas(ctx, vm.Self, snap, disk, prev.ChangeID)
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return fmt.Errorf("disk %d: %w", index, err)
+		case err != nil:
 			spec.FullRead = "changed block tracking failed: " + err.Error()
-		} else {
+		default:
 			spec.Changed = changed
 		}
 	}
