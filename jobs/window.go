@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -94,9 +95,11 @@ func (w Window) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads what MarshalJSON writes.
 func (w *Window) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
 	var v windowJSON
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("window: %w", err)
 	}
 	var d time.Duration
 	if v.Duration != "" {

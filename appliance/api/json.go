@@ -54,7 +54,9 @@ func errNotFound(f string, a ...any) error {
 func errConflict(f string, a ...any) error { return newError(http.StatusConflict, "conflict", f, a...) }
 
 // classify maps the errors of the layers below to statuses; what it does
-// not know is an internal error, whose message is logged but not shown.
+// not know is an internal error, logged and shown: every caller of the API
+// is authenticated, and an operator needs the cause (a full disk, a
+// damaged pack) more than it needs hiding.
 func classify(err error) *httpError {
 	var he *httpError
 	var tooLarge *http.MaxBytesError

@@ -2,9 +2,9 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/appliance/auth"
@@ -144,20 +144,32 @@ func (s *Server) point(r *http.Request, c *call) (*chunkstore.Point, error) {
 	if len(raw) < 8 || len(raw) > 2*len(blob.ID{}) || !isHex(raw) {
 		return nil, errBadRequest("invalid point ID %q: want 8 to 64 hex digits", raw)
 	}
-	id, err := s.d.Store.ResolvePoint(r.Context(), raw, "")
-	if errors.Is(err, chunkstore.ErrNoPoint) {
-		return nil, errNotFound("point %s: not found", raw)
-	}
-	if err != nil {
-		return nil, errBadRequest("%v", err)
-	}
-	p, err := s.d.Store.LoadPoint(r.Context(), id)
+	// The prefix is matched among the points the caller may see only, so
+	// that an ambiguity with a hidden point tells a scoped token nothing.
+	points, err := s.d.Store.Points(r.Context())
 	if err != nil {
 		return nil, err
 	}
-	if !visible(c.who, p.Source) {
-		s.audit(c, "", "read point", raw, "denied", "outside the token's VM")
+	var match []blob.ID
+	prefix := strings.ToLower(raw)
+	for _, p := range points {
+		if visible(c.who, p.Source) && strings.HasPrefix(p.ID.String(), prefix) {
+			match = append(match, p.ID)
+		}
+	}
+	switch {
+	case len(match) == 0:
+		if c.who.Role == auth.RoleFileRestore {
+			s.audit(c, "", "read point", raw, "denied", "not a point of the token's VM")
+		}
 		return nil, errNotFound("point %s: not found", raw)
+	case len(match) > 1:
+		return nil, errBadRequest("point %s is ambiguous: %d points match; give more digits", raw, len(match))
+	}
+	id := match[0]
+	p, err := s.d.Store.LoadPoint(r.Context(), id)
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -72,7 +72,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, c *call) (any, er
 		if errors.As(err, &limited) {
 			outcome = "denied"
 		}
-		s.audit(c, req.Username, "login", "", outcome, err.Error())
+		// Only an existing user's name is recorded: another may be a
+		// password or a token typed into the wrong field, or a megabyte of
+		// junk, and the audit log keeps what it is given for good.
+		actor, detail := req.Username, err.Error()
+		if _, uerr := s.d.Auth.User(req.Username); uerr != nil {
+			actor, detail = "", "no such user (the name given is not recorded)"
+			if limited != nil {
+				detail = limited.Error() + "; " + detail
+			}
+		}
+		s.audit(c, actor, "login", "", outcome, detail)
 		if errors.Is(err, auth.ErrBadCredentials) {
 			return nil, errUnauthorized("wrong user name or password")
 		}

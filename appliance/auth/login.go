@@ -110,7 +110,13 @@ func (s *Store) Authenticate(ctx context.Context, name, password, remote string)
 	case !known:
 		reason = "unknown user"
 	}
-	attrs := []any{"user", nameKey, "remote", remote, "reason", reason}
+	// Only a known user's name is logged: an unknown one may be a password
+	// or a token secret typed into the wrong field.
+	logged := nameKey
+	if !known {
+		logged = ""
+	}
+	attrs := []any{"user", logged, "remote", remote, "reason", reason}
 	if lockout > 0 {
 		attrs = append(attrs, "lockout", lockout)
 	}

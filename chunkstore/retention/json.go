@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -38,9 +39,13 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads what MarshalJSON writes.
 func (p *Policy) UnmarshalJSON(b []byte) error {
+	// Unknown rules are errors, not rules silently off: a policy that
+	// keeps less than its author meant deletes points.
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
 	var v policyJSON
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("retention policy: %w", err)
 	}
 	out := Policy{
 		Last: v.Last, Hourly: v.Hourly, Daily: v.Daily, Weekly: v.Weekly,
