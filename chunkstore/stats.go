@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
+	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
 	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
 	"github.com/bulwarkbackup/bulwark/chunkstore/index"
@@ -59,6 +61,11 @@ type PointSpace struct {
 
 const statsKey = "stats"
 
+// statsAttempts bounds the passes of Stats over a store that changes under
+// it, and with their waits (5 ms, doubling to 500 ms) how long it waits
+// for a deletion under way to end: about 1.6 s.
+const statsAttempts = 10
+
 // statsCache is Stats as kept in the index, with what they were made from.
 type statsCache struct {
 	Key   []byte `json:"key"`
@@ -82,6 +89,36 @@ func (s *Store) Stats(ctx context.Context) (*Stats, error) {
 		}
 	}
 	st, err := s.computeStats(ctx, points)
+	// A prune, a deletion or a GC running beside the pass can take away a
+	// manifest or map page of the points it listed at its start: the
+	// figures are then worked out again over the points and packs there
+	// are now. A deletion removes a point's manifest before its catalogue
+	// entry, so a missing file is given time to leave the catalogue too.
+	// Only a failure over a store that stays unchanged is damage.
+	wait := 5 * time.Millisecond
+	for attempt := 1; err != nil && attempt < statsAttempts && ctx.Err() == nil; attempt++ {
+		gone := errors.Is(err, backend.ErrNotFound)
+		if gone {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 500*time.Millisecond)
+		}
+		now, lerr := s.Points(ctx)
+		if lerr != nil {
+			return nil, lerr
+		}
+		nowKey := s.statsKey(now)
+		if string(nowKey) == string(key) {
+			if gone {
+				continue
+			}
+			break
+		}
+		points, key = now, nowKey
+		st, err = s.computeStats(ctx, points)
+	}
 	if err != nil {
 		return nil, err
 	}

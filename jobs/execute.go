@@ -38,7 +38,15 @@ func (r *Runner) execute(ctx context.Context, job Job, run Run, loc *time.Locati
 		}
 	}
 	run.Ended = r.clock.Now()
-	if _, err := r.state.AddRun(run); err != nil {
+	// The end is recorded and the job released at once, so that whoever
+	// reads the run as ended can start the job again.
+	r.mu.Lock()
+	_, err := r.state.AddRun(run)
+	if r.active[job.Name] != nil && r.active[job.Name].id == run.ID {
+		delete(r.active, job.Name)
+	}
+	r.mu.Unlock()
+	if err != nil {
 		r.log.Error("cannot record the end of a run", "job", job.Name, "run", run.ID, "err", err)
 		return run, err
 	}

@@ -29,8 +29,22 @@ type Client struct {
 // that accepts only the certificate whose DER bytes hash, in SHA-256, to
 // pin.
 func NewClient(base string, pin [32]byte) *Client {
+	tr := PinnedTransport(pin)
+	tr.MaxIdleConnsPerHost = 16
+	return NewClientVia(base, tr)
+}
+
+// NewClientVia returns a client of the appliance at base that sends its
+// requests through rt, which clients may share.
+func NewClientVia(base string, rt http.RoundTripper) *Client {
 	jar, _ := cookiejar.New(nil) // never fails without options
-	tr := &http.Transport{
+	return &Client{base: strings.TrimSuffix(base, "/"), http: &http.Client{Transport: rt, Jar: jar}}
+}
+
+// PinnedTransport returns a transport that accepts only the certificate
+// whose DER bytes hash, in SHA-256, to pin.
+func PinnedTransport(pin [32]byte) *http.Transport {
+	return &http.Transport{
 		TLSClientConfig: &tls.Config{
 			// The appliance's certificate is self-signed: it is checked
 			// against the pin below instead of a CA.
@@ -42,9 +56,7 @@ func NewClient(base string, pin [32]byte) *Client {
 				return nil
 			},
 		},
-		MaxIdleConnsPerHost: 16,
 	}
-	return &Client{base: strings.TrimSuffix(base, "/"), http: &http.Client{Transport: tr, Jar: jar}}
 }
 
 // WithToken returns a copy of c that authenticates with an API token.

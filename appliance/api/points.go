@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/bulwarkbackup/bulwark/appliance/auth"
 	"github.com/bulwarkbackup/bulwark/chunkstore"
+	"github.com/bulwarkbackup/bulwark/chunkstore/backend"
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
 )
 
@@ -168,6 +170,10 @@ func (s *Server) point(r *http.Request, c *call) (*chunkstore.Point, error) {
 	}
 	id := match[0]
 	p, err := s.d.Store.LoadPoint(r.Context(), id)
+	if errors.Is(err, backend.ErrNotFound) {
+		// Deleted since it was listed.
+		return nil, errNotFound("point %s: not found", raw)
+	}
 	if err != nil {
 		return nil, err
 	}
