@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/bulwarkbackup/bulwark/jobs/statedb"
 )
 
 // The state database holds JSON values under these keys:
@@ -39,7 +41,7 @@ var (
 
 	// ErrStateLocked is returned, wrapped, by OpenState when another
 	// process has the state directory open.
-	ErrStateLocked = errors.New("in use by another process")
+	ErrStateLocked = statedb.ErrLocked
 )
 
 // State is the appliance's database of jobs and their history. It is safe
@@ -72,37 +74,9 @@ func OpenState(dir string, log *slog.Logger) (*State, error) {
 	return s, nil
 }
 
-// OpenDB opens or creates the badger database of an appliance's state in
-// dir. The appliance shares it between the jobs and its other records
-// (users, tasks), each under its own key prefix, so that one directory
-// holds, and one backup saves, the whole state.
-func OpenDB(dir string, log *slog.Logger) (*badger.DB, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	// The database is small and written a few times per VM backup, so it
-	// syncs every write and keeps its files and caches small.
-	opts := badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{log}).
-		WithSyncWrites(true).
-		WithMemTableSize(8 << 20).
-		WithNumMemtables(2).
-		WithValueLogFileSize(16 << 20).
-		WithBlockCacheSize(4 << 20).
-		WithIndexCacheSize(4 << 20).
-		WithNumCompactors(2).
-		WithMetricsEnabled(false)
-	db, err := badger.Open(opts)
-	if err != nil {
-		// Badger has no error value for its lock; its message is stable
-		// since v1.
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("open state %s: %w (is the appliance running?)", dir, ErrStateLocked)
-		}
-		return nil, fmt.Errorf("open state %s: %w", dir, err)
-	}
-	return db, nil
-}
+// OpenDB opens or creates the appliance's state database in dir: see
+// package statedb.
+func OpenDB(dir string, log *slog.Logger) (*badger.DB, error) { return statedb.Open(dir, log) }
 
 // NewState returns the jobs' State kept in db, under the key prefixes
 // above; closing the State leaves db open. Like OpenState, it marks failed
@@ -121,7 +95,7 @@ func NewState(db *badger.DB, log *slog.Logger) (*State, error) {
 
 func (s *State) load() error {
 	err := s.db.View(func(txn *badger.Txn) error {
-		return getJSON(txn, nextRunKey, &s.nextID)
+		return statedb.Get(txn, nextRunKey, &s.nextID)
 	})
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
@@ -152,7 +126,7 @@ func (s *State) PutJob(j Job) error {
 	now := time.Now().UTC().Round(0)
 	err := s.db.Update(func(txn *badger.Txn) error {
 		var old Job
-		switch err := getJSON(txn, jobPrefix+j.Name, &old); {
+		switch err := statedb.Get(txn, jobPrefix+j.Name, &old); {
 		case err == nil:
 			j.Created = old.Created
 		case !errors.Is(err, badger.ErrKeyNotFound):
@@ -161,7 +135,7 @@ func (s *State) PutJob(j Job) error {
 			j.Created = now
 		}
 		j.Updated = now
-		return setJSON(txn, jobPrefix+j.Name, j)
+		return statedb.Set(txn, jobPrefix+j.Name, j)
 	})
 	if err != nil {
 		return fmt.Errorf("store job %s: %w", j.Name, err)
@@ -172,7 +146,7 @@ func (s *State) PutJob(j Job) error {
 // Job returns the job called name.
 func (s *State) Job(name string) (Job, error) {
 	var j Job
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, jobPrefix+name, &j) })
+	err := s.db.View(func(txn *badger.Txn) error { return statedb.Get(txn, jobPrefix+name, &j) })
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Job{}, fmt.Errorf("job %s: %w", name, ErrNotFound)
 	}
@@ -186,7 +160,7 @@ func (s *State) Job(name string) (Job, error) {
 func (s *State) Jobs() ([]Job, error) {
 	var jobs []Job
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(txn, jobPrefix, false, func(key string, v []byte) (bool, error) {
+		return statedb.Scan(txn, jobPrefix, false, func(key string, v []byte) (bool, error) {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return false, fmt.Errorf("job %s: %w", strings.TrimPrefix(key, jobPrefix), err)
@@ -240,29 +214,29 @@ func (s *State) AddRun(r Run) (string, error) {
 	}
 	err := s.db.Update(func(txn *badger.Txn) error {
 		var job string
-		switch err := getJSON(txn, runIDKey(id), &job); {
+		switch err := statedb.Get(txn, runIDKey(id), &job); {
 		case errors.Is(err, badger.ErrKeyNotFound):
 		case err != nil:
 			return err
 		case job != r.Job:
 			return fmt.Errorf("run %s belongs to job %s", r.ID, job)
 		}
-		if err := setJSON(txn, runKey(r.Job, id), r); err != nil {
+		if err := statedb.Set(txn, runKey(r.Job, id), r); err != nil {
 			return err
 		}
-		if err := setJSON(txn, runIDKey(id), r.Job); err != nil {
+		if err := statedb.Set(txn, runIDKey(id), r.Job); err != nil {
 			return err
 		}
 		running := runningPrefix + hexID(id)
 		if r.Result == ResultRunning {
-			if err := setJSON(txn, running, r.Job); err != nil {
+			if err := statedb.Set(txn, running, r.Job); err != nil {
 				return err
 			}
 		} else if err := txn.Delete([]byte(running)); err != nil {
 			return err
 		}
 		if id >= s.nextID {
-			return setJSON(txn, nextRunKey, id+1)
+			return statedb.Set(txn, nextRunKey, id+1)
 		}
 		return nil
 	})
@@ -278,7 +252,7 @@ func (s *State) AddRun(r Run) (string, error) {
 func (s *State) Runs(job string, limit int) ([]Run, error) {
 	var runs []Run
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(txn, runPrefix+job+"/", true, func(key string, v []byte) (bool, error) {
+		return statedb.Scan(txn, runPrefix+job+"/", true, func(key string, v []byte) (bool, error) {
 			var r Run
 			if err := json.Unmarshal(v, &r); err != nil {
 				return false, fmt.Errorf("%s: %w", key, err)
@@ -302,10 +276,10 @@ func (s *State) Run(id string) (Run, error) {
 	var r Run
 	err = s.db.View(func(txn *badger.Txn) error {
 		var job string
-		if err := getJSON(txn, runIDKey(n), &job); err != nil {
+		if err := statedb.Get(txn, runIDKey(n), &job); err != nil {
 			return err
 		}
-		return getJSON(txn, runKey(job, n), &r)
+		return statedb.Get(txn, runKey(job, n), &r)
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Run{}, fmt.Errorf("run %s: %w", id, ErrNotFound)
@@ -325,7 +299,7 @@ func (s *State) recoverInterrupted() error {
 	}
 	var found []entry
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(txn, runningPrefix, false, func(key string, v []byte) (bool, error) {
+		return statedb.Scan(txn, runningPrefix, false, func(key string, v []byte) (bool, error) {
 			id, err := strconv.ParseUint(strings.TrimPrefix(key, runningPrefix), 16, 64)
 			if err != nil {
 				return false, fmt.Errorf("bad key %s", key)
@@ -343,7 +317,7 @@ func (s *State) recoverInterrupted() error {
 	}
 	for _, e := range found {
 		var r Run
-		err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, runKey(e.job, e.id), &r) })
+		err := s.db.View(func(txn *badger.Txn) error { return statedb.Get(txn, runKey(e.job, e.id), &r) })
 		if err != nil {
 			return fmt.Errorf("load interrupted run %d of job %s: %w", e.id, e.job, err)
 		}
@@ -375,66 +349,3 @@ func parseRunID(id string) (uint64, error) {
 	}
 	return n, nil
 }
-
-func getJSON(txn *badger.Txn, key string, v any) error {
-	item, err := txn.Get([]byte(key))
-	if err != nil {
-		return err
-	}
-	return item.Value(func(b []byte) error {
-		if err := json.Unmarshal(b, v); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
-		}
-		return nil
-	})
-}
-
-func setJSON(txn *badger.Txn, key string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("%s: %w", key, err)
-	}
-	return txn.Set([]byte(key), b)
-}
-
-// scan calls fn for the keys under prefix in order, or in reverse order,
-// until fn returns false or an error.
-func scan(txn *badger.Txn, prefix string, reverse bool, fn func(key string, v []byte) (bool, error)) error {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(prefix)
-	opts.Reverse = reverse
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	start := []byte(prefix)
-	if reverse {
-		// In reverse, Seek finds the last key at or before its argument;
-		// no key under prefix sorts after prefix+0xff.
-		start = append(start, 0xff)
-	}
-	for it.Seek(start); it.Valid(); it.Next() {
-		item := it.Item()
-		more := true
-		err := item.Value(func(v []byte) error {
-			var err error
-			more, err = fn(string(item.Key()), v)
-			return err
-		})
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
-}
-
-// badgerLogger sends badger's errors and warnings to slog; its info lines
-// narrate compactions nobody needs to read.
-type badgerLogger struct{ log *slog.Logger }
-
-func (l badgerLogger) Errorf(f string, a ...any) {
-	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "jobstate")
-}
-func (l badgerLogger) Warningf(f string, a ...any) {
-	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "jobstate")
-}
-func (l badgerLogger) Infof(string, ...any)  {}
-func (l badgerLogger) Debugf(string, ...any) {}

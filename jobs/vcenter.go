@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/bulwarkbackup/bulwark/jobs/statedb"
 )
 
 const vcenterPrefix = "vcenter/"
@@ -138,7 +140,7 @@ func (s *State) PutVCenter(v VCenter) error {
 	now := time.Now().UTC().Round(0)
 	err := s.db.Update(func(txn *badger.Txn) error {
 		var old VCenter
-		switch err := getJSON(txn, vcenterPrefix+v.Name, &old); {
+		switch err := statedb.Get(txn, vcenterPrefix+v.Name, &old); {
 		case err == nil:
 			v.Added = old.Added
 		case !errors.Is(err, badger.ErrKeyNotFound):
@@ -157,7 +159,7 @@ func (s *State) PutVCenter(v VCenter) error {
 				}
 			}
 		}
-		return setJSON(txn, vcenterPrefix+v.Name, v)
+		return statedb.Set(txn, vcenterPrefix+v.Name, v)
 	})
 	if err != nil {
 		return fmt.Errorf("store vCenter %s: %w", v.Name, err)
@@ -176,7 +178,7 @@ func (s *State) pinJobs(txn *badger.Txn, name string, now time.Time) error {
 			continue
 		}
 		j.VCenter, j.Updated = name, now
-		if err := setJSON(txn, jobPrefix+j.Name, j); err != nil {
+		if err := statedb.Set(txn, jobPrefix+j.Name, j); err != nil {
 			return err
 		}
 		s.log.Info("job now names its vCenter, as a second one is added", "job", j.Name, "vcenter", name)
@@ -187,7 +189,7 @@ func (s *State) pinJobs(txn *badger.Txn, name string, now time.Time) error {
 // VCenter returns the vCenter called name.
 func (s *State) VCenter(name string) (VCenter, error) {
 	var v VCenter
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, vcenterPrefix+name, &v) })
+	err := s.db.View(func(txn *badger.Txn) error { return statedb.Get(txn, vcenterPrefix+name, &v) })
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return VCenter{}, fmt.Errorf("vCenter %s: %w", name, ErrNotFound)
 	}
@@ -275,7 +277,7 @@ func (s *State) JobVCenter(j Job) (VCenter, error) {
 
 func vcentersIn(txn *badger.Txn) ([]VCenter, error) {
 	var vcs []VCenter
-	err := scan(txn, vcenterPrefix, false, func(key string, b []byte) (bool, error) {
+	err := statedb.Scan(txn, vcenterPrefix, false, func(key string, b []byte) (bool, error) {
 		var v VCenter
 		if err := json.Unmarshal(b, &v); err != nil {
 			return false, fmt.Errorf("vCenter %s: %w", strings.TrimPrefix(key, vcenterPrefix), err)
@@ -288,7 +290,7 @@ func vcentersIn(txn *badger.Txn) ([]VCenter, error) {
 
 func jobsIn(txn *badger.Txn) ([]Job, error) {
 	var jobs []Job
-	err := scan(txn, jobPrefix, false, func(key string, b []byte) (bool, error) {
+	err := statedb.Scan(txn, jobPrefix, false, func(key string, b []byte) (bool, error) {
 		var j Job
 		if err := json.Unmarshal(b, &j); err != nil {
 			return false, fmt.Errorf("job %s: %w", strings.TrimPrefix(key, jobPrefix), err)

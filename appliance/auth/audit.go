@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/bulwarkbackup/bulwark/jobs/statedb"
 )
 
 // An AuditEntry records who did what, and with what outcome.
@@ -50,14 +52,14 @@ func (s *Store) Audit(e AuditEntry) error {
 	e.Time = s.now()
 	err := s.update(func(txn *badger.Txn) error {
 		var seq uint64
-		if err := getJSON(txn, auditSeqKey, &seq); err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		if err := statedb.Get(txn, auditSeqKey, &seq); err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
 		e.Seq = seq + 1
-		if err := setJSON(txn, auditKey(e.Seq), e); err != nil {
+		if err := statedb.Set(txn, auditKey(e.Seq), e); err != nil {
 			return err
 		}
-		return setJSON(txn, auditSeqKey, e.Seq)
+		return statedb.Set(txn, auditSeqKey, e.Seq)
 	})
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.Action, err)

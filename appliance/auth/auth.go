@@ -29,7 +29,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -287,48 +286,6 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 		}
 	}
 	return err
-}
-
-func getJSON(txn *badger.Txn, key string, v any) error {
-	item, err := txn.Get([]byte(key))
-	if err != nil {
-		return err
-	}
-	return item.Value(func(b []byte) error {
-		if err := json.Unmarshal(b, v); err != nil {
-			return fmt.Errorf("decode %s: %w", key, err)
-		}
-		return nil
-	})
-}
-
-func setJSON(txn *badger.Txn, key string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
-	}
-	return txn.Set([]byte(key), b)
-}
-
-// scan calls fn with the key and value of each record under prefix, in key
-// order, until fn returns false or an error.
-func scan(txn *badger.Txn, prefix string, fn func(key string, v []byte) (bool, error)) error {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(prefix)
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		more, err := fn(string(item.Key()), v)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
 }
 
 // The kinds of records a user owns.

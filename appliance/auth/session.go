@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/bulwarkbackup/bulwark/jobs/statedb"
 )
 
 // A Session is a logged-in user of the web interface.
@@ -88,7 +90,7 @@ func (s *Store) NewSession(u User, remote string) (token string, sess Session, e
 			return fmt.Errorf("user %s: %w", u.Name, err)
 		}
 		sess = rec.session(cur.Role)
-		if err := setJSON(txn, sessionPrefix+id, rec); err != nil {
+		if err := statedb.Set(txn, sessionPrefix+id, rec); err != nil {
 			return err
 		}
 		return addOwned(txn, u.Name, ownSession, id)
@@ -116,7 +118,7 @@ func (s *Store) Session(token string) (Session, error) {
 	err := s.update(func(txn *badger.Txn) error {
 		sess, outcome = Session{}, nil
 		var rec storedSession
-		if err := getJSON(txn, key, &rec); err != nil {
+		if err := statedb.Get(txn, key, &rec); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return ErrNotFound
 			}
@@ -136,7 +138,7 @@ func (s *Store) Session(token string) (Session, error) {
 		}
 		if end := s.sessionEnd(rec.Created, now); end.Sub(rec.Expires) >= slideEvery {
 			rec.Expires = end
-			if err := setJSON(txn, key, rec); err != nil {
+			if err := statedb.Set(txn, key, rec); err != nil {
 				return err
 			}
 		}
@@ -169,7 +171,7 @@ func (s *Store) EndSession(token string) error {
 	}
 	err := s.update(func(txn *badger.Txn) error {
 		var rec storedSession
-		if err := getJSON(txn, sessionPrefix+id, &rec); err != nil {
+		if err := statedb.Get(txn, sessionPrefix+id, &rec); err != nil {
 			return err
 		}
 		return deleteOwn(txn, rec.User, ownSession, id)
@@ -212,7 +214,7 @@ func (s *Store) PurgeExpired() (int, error) {
 func purge[T any](s *Store, prefix, kind string, expired func(*T) (owner string, ok bool)) (int, error) {
 	var keys []string
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(txn, prefix, func(key string, v []byte) (bool, error) {
+		return statedb.Scan(txn, prefix, false, func(key string, v []byte) (bool, error) {
 			var rec T
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return false, fmt.Errorf("decode %s: %w", key, err)
@@ -233,7 +235,7 @@ func purge[T any](s *Store, prefix, kind string, expired func(*T) (owner string,
 			deleted = 0
 			for _, key := range batch {
 				var rec T
-				err := getJSON(txn, key, &rec)
+				err := statedb.Get(txn, key, &rec)
 				if errors.Is(err, badger.ErrKeyNotFound) {
 					continue
 				}

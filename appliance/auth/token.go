@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/bulwarkbackup/bulwark/jobs/statedb"
 )
 
 // A TokenSpec describes an API token to create.
@@ -192,7 +194,7 @@ func (s *Store) CreateToken(owner string, spec TokenSpec) (secret string, t Toke
 			}
 			return err
 		}
-		if err := setJSON(txn, tokenKey(t.ID), storedToken{Token: t, Hash: sha256Hex(secret)}); err != nil {
+		if err := statedb.Set(txn, tokenKey(t.ID), storedToken{Token: t, Hash: sha256Hex(secret)}); err != nil {
 			return err
 		}
 		return addOwned(txn, owner, ownToken, t.ID)
@@ -208,7 +210,7 @@ func (s *Store) CreateToken(owner string, spec TokenSpec) (secret string, t Toke
 func (s *Store) Tokens(owner string) ([]Token, error) {
 	var tokens []Token
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(txn, tokenPrefix, func(key string, v []byte) (bool, error) {
+		return statedb.Scan(txn, tokenPrefix, false, func(key string, v []byte) (bool, error) {
 			var rec storedToken
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return false, fmt.Errorf("decode %s: %w", key, err)
@@ -240,7 +242,7 @@ func (s *Store) Token(id string) (Token, error) {
 		if !validTokenID(id) {
 			return ErrNotFound
 		}
-		return getJSON(txn, tokenKey(id), &rec)
+		return statedb.Get(txn, tokenKey(id), &rec)
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		err = ErrNotFound
@@ -258,7 +260,7 @@ func (s *Store) RevokeToken(id string) error {
 			return ErrNotFound
 		}
 		var rec storedToken
-		if err := getJSON(txn, tokenKey(id), &rec); err != nil {
+		if err := statedb.Get(txn, tokenKey(id), &rec); err != nil {
 			return err
 		}
 		return deleteOwn(txn, rec.Owner, ownToken, id)
@@ -286,7 +288,7 @@ func (s *Store) VerifyToken(secret string) (Token, error) {
 	var t Token
 	err := s.update(func(txn *badger.Txn) error {
 		var rec storedToken
-		if err := getJSON(txn, tokenKey(id), &rec); err != nil {
+		if err := statedb.Get(txn, tokenKey(id), &rec); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return ErrNotFound
 			}
@@ -305,7 +307,7 @@ func (s *Store) VerifyToken(secret string) (Token, error) {
 		}
 		if now.Sub(rec.LastUsed) >= tokenLastUsedEvery {
 			rec.LastUsed = now
-			if err := setJSON(txn, tokenKey(id), rec); err != nil {
+			if err := statedb.Set(txn, tokenKey(id), rec); err != nil {
 				return err
 			}
 		}

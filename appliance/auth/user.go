@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/bulwarkbackup/bulwark/jobs/statedb"
 )
 
 // A User is an account of the API. The hash of its password is stored with
@@ -64,7 +66,7 @@ func userKey(name string) string { return userPrefix + name }
 // getUser returns the record of user name, or ErrNotFound.
 func getUser(txn *badger.Txn, name string) (userRecord, error) {
 	var rec userRecord
-	err := getJSON(txn, userKey(name), &rec)
+	err := statedb.Get(txn, userKey(name), &rec)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return userRecord{}, ErrNotFound
 	}
@@ -76,7 +78,7 @@ func getUser(txn *badger.Txn, name string) (userRecord, error) {
 // removing another admin conflicts with this one.
 func checkOtherAdmin(txn *badger.Txn) error {
 	admins := 0
-	err := scan(txn, userPrefix, func(key string, v []byte) (bool, error) {
+	err := statedb.Scan(txn, userPrefix, false, func(key string, v []byte) (bool, error) {
 		var rec userRecord
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return false, fmt.Errorf("decode %s: %w", key, err)
@@ -125,7 +127,7 @@ func insertUser(txn *badger.Txn, rec userRecord) error {
 	case !errors.Is(err, badger.ErrKeyNotFound):
 		return err
 	}
-	return setJSON(txn, userKey(rec.Name), rec)
+	return statedb.Set(txn, userKey(rec.Name), rec)
 }
 
 // User returns the user called name.
@@ -146,7 +148,7 @@ func (s *Store) Users() ([]User, error) {
 	var users []User
 	err := s.db.View(func(txn *badger.Txn) error {
 		// Names are ASCII, so key order is name order.
-		return scan(txn, userPrefix, func(key string, v []byte) (bool, error) {
+		return statedb.Scan(txn, userPrefix, false, func(key string, v []byte) (bool, error) {
 			var rec userRecord
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return false, fmt.Errorf("decode %s: %w", key, err)
@@ -176,7 +178,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 			return err
 		}
 		rec.Hash, rec.Updated = hash, now
-		if err := setJSON(txn, userKey(name), rec); err != nil {
+		if err := statedb.Set(txn, userKey(name), rec); err != nil {
 			return err
 		}
 		return deleteOwned(txn, name, ownSession)
@@ -204,7 +206,7 @@ func (s *Store) SetRole(name string, role Role) error {
 			}
 		}
 		rec.Role, rec.Updated = role, now
-		return setJSON(txn, userKey(name), rec)
+		return statedb.Set(txn, userKey(name), rec)
 	})
 	if err != nil {
 		return fmt.Errorf("set role of %s: %w", name, err)
@@ -289,7 +291,7 @@ func (s *Store) noUsers() (empty bool, err error) {
 
 func noUsers(txn *badger.Txn) (bool, error) {
 	empty := true
-	err := scan(txn, userPrefix, func(string, []byte) (bool, error) {
+	err := statedb.Scan(txn, userPrefix, false, func(string, []byte) (bool, error) {
 		empty = false
 		return false, nil
 	})
