@@ -18,7 +18,7 @@ import (
 // accessNames are the roles the document names for each access level.
 var accessNames = map[access]string{
 	public: "none", anyone: "any", viewer: "operator", operator: "operator",
-	admin: "admin", vmScoped: "any (file-restore tokens: their VM only)", metricsRead: "operator",
+	admin: "admin", vmScoped: "any (file-restore tokens: their VM only)",
 }
 
 // openAPI generates the OpenAPI document from the route table, with the

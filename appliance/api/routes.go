@@ -20,7 +20,7 @@ func (s *Server) table() []route {
 	limit := queryParam{"limit", "the most items to return", "integer"}
 	return []route{
 		{method: get, path: "/healthz", tag: "service", summary: "Whether the appliance is up", access: public, out: Health{}, do: s.health},
-		{method: get, path: "/metrics", tag: "service", summary: "Prometheus metrics", access: metricsRead, stream: "text/plain", do: s.metrics},
+		{method: get, path: "/metrics", tag: "service", summary: "Prometheus metrics", access: viewer, stream: "text/plain", do: s.metrics},
 		{method: get, path: p + "/openapi.json", tag: "service", summary: "This document", access: anyone, stream: "application/json", do: s.openAPIDoc},
 
 		{method: post, path: p + "/sessions", tag: "sessions", summary: "Log in: sets the session cookie and returns the CSRF token", access: public, status: http.StatusCreated, in: LoginRequest{}, out: SessionInfo{}, do: s.login},

@@ -137,13 +137,12 @@ func (s *Server) OpenAPI() []byte { return s.doc }
 type access int
 
 const (
-	public      access = iota // anybody: /healthz and login only
-	anyone                    // any authenticated principal, file-restore tokens included
-	viewer                    // operators and admins, read-only
-	operator                  // operators and admins: run and restore
-	admin                     // admins: users, settings, configuration, deletions
-	vmScoped                  // like anyone, but file-restore principals see their VM only
-	metricsRead               // like viewer; no CSRF because Prometheus scrapes with GET
+	public   access = iota // anybody: /healthz and login only
+	anyone                 // any authenticated principal, file-restore tokens included
+	viewer                 // operators and admins, read-only
+	operator               // operators and admins: run and restore
+	admin                  // admins: users, settings, configuration, deletions
+	vmScoped               // like anyone, but file-restore principals see their VM only
 )
 
 // A route is one endpoint of the table in routes.go.
@@ -255,7 +254,7 @@ func (s *Server) authorize(p auth.Principal, a access) error {
 	switch a {
 	case anyone, vmScoped:
 		return nil
-	case viewer, operator, metricsRead:
+	case viewer, operator:
 		if p.Allows(auth.RoleOperator) {
 			return nil
 		}
