@@ -136,7 +136,7 @@ func (x *Index) decodeLocation(id blob.ID, b []byte) (Location, error) {
 	p, ok := x.packs[uint32(num)]
 	x.mu.Unlock()
 	if !ok {
-		return l, fmt.Errorf("index entry for blob %s: unknown pack number %d", id.Short(), num)
+		return l, fmt.Errorf("index entry for blob %s: %w %d", id.Short(), errUnknownPack, num)
 	}
 	l.Pack, l.PackNumber, l.ID, l.Type, l.Compressed = p, uint32(num), id, blob.Type(b[n]), b[n+1] == 1
 	b = b[n+2:]
@@ -154,6 +154,20 @@ func (x *Index) decodeLocation(id blob.ID, b []byte) (Location, error) {
 
 // Lookup returns where blob id is, and whether it is indexed at all.
 func (x *Index) Lookup(id blob.ID) (Location, bool, error) {
+	loc, found, err := x.lookup(id)
+	if errors.Is(err, errUnknownPack) {
+		// Packs leave the table after their entries are written away (see
+		// apply), so a read that began before that write can find an entry
+		// of a pack just forgotten; one that begins now cannot.
+		loc, found, err = x.lookup(id)
+	}
+	return loc, found, err
+}
+
+// errUnknownPack is a blob entry naming a pack number the table lacks.
+var errUnknownPack = errors.New("unknown pack number")
+
+func (x *Index) lookup(id blob.ID) (Location, bool, error) {
 	var loc Location
 	found := false
 	err := x.db.View(func(txn *badger.Txn) error {
@@ -339,14 +353,15 @@ func (x *Index) Forget(blobs []blob.ID, packs []blob.ID) error {
 
 // apply deletes keys and packs and sets blob entries, in one batch, so that
 // a crash never leaves a blob without the entry it was moved to.
+//
+// The packs leave the in-memory table only once the batch is written: a
+// lookup beside it must never find an entry naming a pack number that the
+// table no longer knows. Until then such an entry names a pack that is
+// known but gone, which a reader handles by refreshing and looking again.
 func (x *Index) apply(keys [][]byte, set map[blob.ID][]byte, packs []blob.ID) error {
-	x.mu.Lock()
 	for _, p := range packs {
 		keys = append(keys, packKey(p))
-		delete(x.packs, x.numbers[p])
-		delete(x.numbers, p)
 	}
-	x.mu.Unlock()
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, k := range keys {
@@ -365,6 +380,12 @@ func (x *Index) apply(keys [][]byte, set map[blob.ID][]byte, packs []blob.ID) er
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("forget packs: %w", err)
 	}
+	x.mu.Lock()
+	for _, p := range packs {
+		delete(x.packs, x.numbers[p])
+		delete(x.numbers, p)
+	}
+	x.mu.Unlock()
 	return nil
 }
 
