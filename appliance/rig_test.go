@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/bulwarkbackup/bulwark/appliance"
 	"github.com/bulwarkbackup/bulwark/appliance/api"
@@ -157,4 +160,23 @@ func (r *applianceRig) labVCenter(name string) api.NewVCenter {
 	u.User = nil
 	return api.NewVCenter{Name: name, URL: u.String(), Username: r.lab.Username(), Password: r.lab.Password(),
 		Thumbprint: r.lab.Thumbprint()}
+}
+
+// openAPI fetches, with c, and loads the appliance's OpenAPI document.
+func (r *applianceRig) openAPI(c *api.Client) *openapi3.T {
+	r.t.Helper()
+	resp, err := c.Stream(context.Background(), api.Prefix+"/openapi.json", nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	doc, err := openapi3.NewLoader().LoadFromData(raw)
+	if err != nil {
+		r.t.Fatalf("load the OpenAPI document: %v", err)
+	}
+	return doc
 }

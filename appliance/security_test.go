@@ -1174,19 +1174,7 @@ func TestSecurityCSRF(t *testing.T) {
 // of the body, from the served OpenAPI document.
 func secBodyRoutes(t *testing.T, r *applianceRig, c *api.Client) map[api.Route]*openapi3.Schema {
 	t.Helper()
-	resp, err := c.Stream(context.Background(), api.Prefix+"/openapi.json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := openapi3.NewLoader().LoadFromData(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := r.openAPI(c)
 	out := map[api.Route]*openapi3.Schema{}
 	for _, rt := range r.ap.Routes() {
 		item := doc.Paths.Value(rt.Path)

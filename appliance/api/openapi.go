@@ -57,10 +57,8 @@ func (s *Server) openAPI() ([]byte, error) {
 		} else {
 			op.Security = &openapi3.SecurityRequirements{{"bearer": {}}, {"session": {}}}
 		}
-		for _, seg := range strings.Split(rt.path, "/") {
-			if strings.HasPrefix(seg, "{") {
-				op.AddParameter(openapi3.NewPathParameter(strings.Trim(seg, "{}")).WithSchema(openapi3.NewStringSchema()))
-			}
+		for _, name := range pathParams(rt.path) {
+			op.AddParameter(openapi3.NewPathParameter(name).WithSchema(openapi3.NewStringSchema()))
 		}
 		for _, q := range rt.query {
 			sch := openapi3.NewStringSchema()

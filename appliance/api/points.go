@@ -97,19 +97,9 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, c *call) (any, 
 		v.Points++
 	}
 	slices.SortFunc(out, func(a, b *VMPoints) int {
-		return cmpStrings(a.Source.VMName+"\x00"+a.Source.Name, b.Source.VMName+"\x00"+b.Source.Name)
+		return strings.Compare(a.Source.VMName+"\x00"+a.Source.Name, b.Source.VMName+"\x00"+b.Source.Name)
 	})
 	return out, nil
-}
-
-func cmpStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (s *Server) listPoints(w http.ResponseWriter, r *http.Request, c *call) (any, error) {

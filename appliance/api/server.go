@@ -170,9 +170,10 @@ type call struct {
 }
 
 func (s *Server) handler(rt route) http.Handler {
+	params := pathParams(rt.path)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{remote: remoteIP(r)}
-		if err := checkPathValues(r, rt.path); err != nil {
+		if err := checkPathValues(r, params); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -272,15 +273,22 @@ func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
+// pathParams returns the names of the parameters in a route's pattern.
+func pathParams(pattern string) []string {
+	var names []string
+	for _, seg := range strings.Split(pattern, "/") {
+		if strings.HasPrefix(seg, "{") {
+			names = append(names, strings.Trim(seg, "{}."))
+		}
+	}
+	return names
+}
+
 // checkPathValues refuses path parameters that could name something
 // outside what they are meant to: every handler's own validation comes
 // after this, which holds for parameters yet to be added.
-func checkPathValues(r *http.Request, pattern string) error {
-	for _, seg := range strings.Split(pattern, "/") {
-		if !strings.HasPrefix(seg, "{") {
-			continue
-		}
-		name := strings.Trim(seg, "{}.")
+func checkPathValues(r *http.Request, params []string) error {
+	for _, name := range params {
 		v := r.PathValue(name)
 		switch {
 		case v == "", len(v) > 256, v == ".", v == "..",

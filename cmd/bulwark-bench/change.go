@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -235,7 +236,7 @@ func extentAreas(extents []extent, blockSize, base int64) []area {
 // mergeAreas sorts areas and joins those that overlap or touch.
 func mergeAreas(areas []area) []area {
 	sorted := slices.Clone(areas)
-	slices.SortFunc(sorted, func(a, b area) int { return compareInt64(a.Off, b.Off) })
+	slices.SortFunc(sorted, func(a, b area) int { return cmp.Compare(a.Off, b.Off) })
 	var out []area
 	for _, a := range sorted {
 		if a.Len <= 0 {

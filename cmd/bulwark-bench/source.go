@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ func planCopy(roots []sourceRoot, budget int64) []sourceFile {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int {
-		return compareInt64(roots[a].Total, roots[b].Total)
+		return cmp.Compare(roots[a].Total, roots[b].Total)
 	})
 	quota := make([]int64, len(roots))
 	remaining := budget
@@ -94,16 +95,6 @@ func planCopy(roots []sourceRoot, budget int64) []sourceFile {
 		}
 	}
 	return plan
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // copyTree copies the planned files from the machine into dst, keeping

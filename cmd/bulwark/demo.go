@@ -20,6 +20,7 @@ import (
 	"github.com/bulwarkbackup/bulwark/appliance"
 	"github.com/bulwarkbackup/bulwark/appliance/api"
 	"github.com/bulwarkbackup/bulwark/appliance/auth"
+	"github.com/bulwarkbackup/bulwark/appliance/certs"
 	"github.com/bulwarkbackup/bulwark/appliance/config"
 	"github.com/bulwarkbackup/bulwark/appliance/vsphere/lab"
 	"github.com/bulwarkbackup/bulwark/chunkstore/retention"
@@ -123,7 +124,7 @@ Try:
   write into a VM's disk as its guest would: curl -X PUT --data-binary @FILE '%s/vms/vm01/disks/0?offset=%d'
 
 Ctrl-C stops the appliance and the lab.
-`, ap.URL(), fingerprint(ap), cfg.AdminUser, adminPassword, ap.URL(), api.Prefix, cfgPath, logFile.Name(),
+`, ap.URL(), certs.Fingerprint(ap.Certificate().Certificate[0]), cfg.AdminUser, adminPassword, ap.URL(), api.Prefix, cfgPath, logFile.Name(),
 			cfg.AdminUser, adminPassword, ap.URL(), api.Prefix, ap.URL(), api.Prefix, ap.URL(), api.Prefix,
 			ap.URL(), api.Prefix, demoJob, l.GuestURL(), demoWriteOffset(l))
 	} else if ctx.Err() == nil {
@@ -187,15 +188,6 @@ log:
 `, listen, u.String(), l.Username(), l.Thumbprint())
 	path := filepath.Join(dir, "bulwark.yaml")
 	return path, os.WriteFile(path, []byte(yaml), 0o600)
-}
-
-func fingerprint(ap *appliance.Appliance) string {
-	sum := sha256.Sum256(ap.Certificate().Certificate[0])
-	parts := make([]string, len(sum))
-	for i, b := range sum {
-		parts[i] = fmt.Sprintf("%02X", b)
-	}
-	return strings.Join(parts, ":")
 }
 
 // demoWriteOffset is where in a disk a guest write changes data but no
