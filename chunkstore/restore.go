@@ -24,6 +24,12 @@ type RestoreOptions struct {
 	Sparse bool
 	// Progress, if set, is called with the bytes written so far and the total.
 	Progress func(done, total int64)
+	// Areas, if set, limits the restore to the parts of the disk that
+	// differ from the point: each area is widened to the chunks it
+	// touches, and zeros are written where the point has none, whatever
+	// Sparse says. A restore over the original VM passes what CBT or
+	// DiffDisk found.
+	Areas []diskmap.Area
 }
 
 // Reads of neighbouring blobs of a pack are merged when the gap between them
@@ -56,16 +62,18 @@ func (s *Store) RestoreDisk(ctx context.Context, point blob.ID, disk int, w io.W
 		return err
 	}
 	where := func(off int64) string { return fmt.Sprintf("point %s disk %d at offset %d", point.Short(), disk, off) }
-	runs, err := s.planRestore(r.extents, where)
+	extents := r.extents
+	var gaps []diskmap.Extent
+	if o.Areas != nil {
+		extents, gaps = within(r.extents, diskmap.Widen(r.extents, o.Areas, r.Size(), zeroAlign), r.Size())
+	} else if !o.Sparse {
+		gaps = zeroGaps(r.extents, r.Size())
+	}
+	runs, err := s.planRestore(extents, where)
 	if err != nil {
 		return err
 	}
-	total := diskmap.Covered(r.extents)
-	var gaps []diskmap.Extent
-	if !o.Sparse {
-		gaps = zeroGaps(r.extents, r.Size())
-		total = r.Size()
-	}
+	total := diskmap.Covered(extents) + diskmap.Covered(gaps)
 	var done atomic.Int64
 	progress := func(n int64) {
 		if o.Progress != nil {
@@ -165,23 +173,49 @@ func (s *Store) restoreRun(ctx context.Context, rn run, w io.WriterAt, where fun
 	return nil
 }
 
+// zeroAlign is the granularity of zero writes in a restore of areas: a
+// changed area in a zero gap of the point is widened to it.
+const zeroAlign = 64 << 10
+
+// maxZero bounds one write of zeros.
+const maxZero = 4 << 20
+
 // zeroGaps returns the parts of a disk that no extent covers, cut to at
 // most 4 MiB each.
 func zeroGaps(extents []diskmap.Extent, size int64) []diskmap.Extent {
-	const maxZero = 4 << 20
+	return gapsIn(extents, diskmap.Area{Offset: 0, Length: size}, maxZero)
+}
+
+// gapsIn returns the parts of area that no extent covers, cut to at most
+// piece bytes each.
+func gapsIn(extents []diskmap.Extent, area diskmap.Area, piece int64) []diskmap.Extent {
 	var out []diskmap.Extent
-	pos := int64(0)
+	pos := area.Offset
 	gap := func(to int64) {
 		for pos < to {
-			n := min(to-pos, maxZero)
+			n := min(to-pos, piece)
 			out = append(out, diskmap.Extent{Offset: pos, Length: n})
 			pos += n
 		}
 	}
-	for _, e := range extents {
-		gap(e.Offset)
-		pos = e.End()
+	for i := diskmap.Find(extents, area.Offset); i < len(extents) && extents[i].Offset < area.End(); i++ {
+		gap(extents[i].Offset)
+		pos = max(pos, extents[i].End())
 	}
-	gap(size)
+	gap(area.End())
 	return out
+}
+
+// within returns the extents of a map that lie in regions, and the zero
+// gaps of the map inside regions. Regions come from diskmap.Widen, so no
+// extent straddles one's edge.
+func within(extents []diskmap.Extent, regions []diskmap.Area, size int64) (in, gaps []diskmap.Extent) {
+	for _, r := range regions {
+		r.Length = min(r.End(), size) - r.Offset
+		for i := diskmap.Find(extents, r.Offset); i < len(extents) && extents[i].Offset < r.End(); i++ {
+			in = append(in, extents[i])
+		}
+		gaps = append(gaps, gapsIn(extents, r, maxZero)...)
+	}
+	return in, gaps
 }

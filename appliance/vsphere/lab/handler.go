@@ -27,9 +27,14 @@ func (l *Lab) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference,
 	}
 	switch m.This.Type + "." + m.Name {
 	case "VirtualMachine.CreateSnapshot_Task", "VirtualMachine.CreateSnapshotEx_Task", "VirtualMachine.RemoveAllSnapshots_Task",
-		"VirtualMachine.QueryChangedDiskAreas", "VirtualMachine.ReconfigVM_Task":
+		"VirtualMachine.QueryChangedDiskAreas", "VirtualMachine.ReconfigVM_Task", "VirtualMachine.PowerOnVM_Task",
+		"VirtualMachine.Destroy_Task":
 		if v, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
 			l.override(ctx, &vmHandler{VirtualMachine: v, Self: m.This, lab: l})
+		}
+	case "Folder.CreateVM_Task":
+		if f, ok := ctx.Map.Get(m.This).(*simulator.Folder); ok {
+			l.override(ctx, &folderHandler{Folder: f, Self: m.This, lab: l})
 		}
 	case "VirtualMachineSnapshot.RemoveSnapshot_Task":
 		if s, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
@@ -138,7 +143,7 @@ func (v *vmHandler) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigVM
 func (v *vmHandler) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
 	defer v.lab.release(ctx, v.Self)
 	body := &methods.QueryChangedDiskAreasBody{}
-	info, fault := v.lab.changedAreas(v.Self, req)
+	info, fault := v.lab.changedAreas(v.Self, v.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOff, req)
 	if fault != nil {
 		body.Fault_ = simulator.Fault(faultMessage(fault), fault)
 		return body

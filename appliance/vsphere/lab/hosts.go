@@ -169,6 +169,7 @@ func (t *ticketIssuer) AcquireGenericServiceTicket(ctx *simulator.Context, req *
 var ticketMethods = map[string]string{
 	string(types.SessionManagerHttpServiceRequestSpecMethodHttpGet):  http.MethodGet,
 	string(types.SessionManagerHttpServiceRequestSpecMethodHttpHead): http.MethodHead,
+	string(types.SessionManagerHttpServiceRequestSpecMethodHttpPut):  http.MethodPut,
 }
 
 func (l *Lab) issueTicket(spec types.BaseSessionManagerServiceRequestSpec) (types.SessionManagerGenericServiceTicket, error) {
@@ -179,7 +180,7 @@ func (l *Lab) issueTicket(spec types.BaseSessionManagerServiceRequestSpec) (type
 	}
 	method, ok := ticketMethods[hs.Method]
 	if !ok {
-		return none, fmt.Errorf("lab: tickets for %q are not issued: the lab's datastores are read-only over HTTP", hs.Method)
+		return none, fmt.Errorf("lab: tickets for %q are not issued", hs.Method)
 	}
 	u, err := url.Parse(hs.Url)
 	if err != nil {
@@ -242,6 +243,10 @@ func (l *Lab) serveFolder(h *host, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	file := filepath.Join(l.datastores[dsName], filepath.FromSlash(path.Clean("/"+rel)))
+	if r.Method == http.MethodPut {
+		l.putFolder(w, r, file)
+		return
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		http.Error(w, "no such file", http.StatusNotFound)

@@ -188,14 +188,11 @@ func (l *Lab) createVM(ctx context.Context, c *govmomi.Client, name string, p pl
 		return nil, nil
 	}
 
-	v := &vm{ref: ref, name: name, disks: map[int32]*disk{}, guest: map[int32]*GuestDisk{}}
 	l.mu.Lock()
-	l.vms[ref.Value] = v
+	v := l.vms[ref.Value] // registered, with its disks, by the CreateVM hook
 	l.mu.Unlock()
-	var fault types.BaseMethodFault
-	l.model.Map().WithLock(lock, obj, func() { fault = l.syncVM(obj) })
-	if fault != nil {
-		return nil, fmt.Errorf("lab: disks of %s: %s", name, faultMessage(fault))
+	if v == nil {
+		return nil, fmt.Errorf("lab: %s was created without its disks", name)
 	}
 	return v, nil
 }

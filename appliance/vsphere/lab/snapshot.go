@@ -159,18 +159,27 @@ func (l *Lab) setBackings(ctx *simulator.Context, vm *simulator.VirtualMachine, 
 // changedAreas answers QueryChangedDiskAreas: the areas that changed since
 // changeID, or the allocated ones for "*", from StartOffset on and at most
 // ChangedAreaBytes of them.
-func (l *Lab) changedAreas(vmRef types.ManagedObjectReference, req *types.QueryChangedDiskAreas) (*types.DiskChangeInfo, types.BaseMethodFault) {
+func (l *Lab) changedAreas(vmRef types.ManagedObjectReference, poweredOff bool, req *types.QueryChangedDiskAreas) (*types.DiskChangeInfo, types.BaseMethodFault) {
 	invalid := func(prop, msg string) types.BaseMethodFault {
 		return &types.InvalidArgument{InvalidProperty: prop, RuntimeFault: types.RuntimeFault{MethodFault: types.MethodFault{
 			FaultMessage: []types.LocalizableMessage{{Key: "lab.cbt", Message: msg}}}}}
 	}
-	if req.Snapshot == nil {
-		return nil, invalid("snapshot", "a snapshot is required")
+	// Without a snapshot, vSphere compares with the VM's current state,
+	// which only a powered-off VM has settled.
+	if req.Snapshot == nil && !poweredOff {
+		return nil, invalid("snapshot", "a snapshot is required while the VM is powered on")
 	}
 	l.mu.Lock()
-	lv, s := l.vms[vmRef.Value], l.snapshots[req.Snapshot.Value]
+	lv := l.vms[vmRef.Value]
+	var s *snapshot
+	if req.Snapshot != nil {
+		s = l.snapshots[req.Snapshot.Value]
+	}
 	l.mu.Unlock()
-	if lv == nil || s == nil || s.vm != vmRef.Value {
+	if lv == nil {
+		return nil, &types.ManagedObjectNotFound{Obj: vmRef}
+	}
+	if req.Snapshot != nil && (s == nil || s.vm != vmRef.Value) {
 		return nil, &types.ManagedObjectNotFound{Obj: *req.Snapshot}
 	}
 	d := lv.disks[req.DeviceKey]
@@ -189,17 +198,23 @@ func (l *Lab) changedAreas(vmRef types.ManagedObjectReference, req *types.QueryC
 	if d.cbt == nil {
 		return nil, fileFault("change tracking is not enabled on the disk")
 	}
-	layer := d.layerOf(req.Snapshot.Value)
-	if layer < 0 {
-		return nil, fileFault("the snapshot holds no state of the disk")
+	layer, seq := len(d.layers)-1, d.cbt.seq // the current state
+	if s != nil {
+		if layer = d.layerOf(req.Snapshot.Value); layer < 0 {
+			return nil, fileFault("the snapshot holds no state of the disk")
+		}
+		seq = s.seq[req.DeviceKey]
 	}
 	var areas []diskmap.Area
 	if req.ChangeId == "*" {
 		areas = d.allocated(layer)
 	} else {
 		var err error
-		if areas, err = d.changedSince(req.ChangeId, s.seq[req.DeviceKey]); err != nil {
+		if areas, err = d.changedSince(req.ChangeId, seq); err != nil {
 			return nil, fileFault(err.Error())
+		}
+		if s == nil { // and what was written since the last snapshot
+			areas = diskmap.Normalize(append(areas, d.cbt.pending...), d.capacity)
 		}
 	}
 	// The reply covers [StartOffset, end): up to the disk's end, or where
