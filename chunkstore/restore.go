@@ -186,14 +186,14 @@ func zeroGaps(extents []diskmap.Extent, size int64) []diskmap.Extent {
 	return gapsIn(extents, diskmap.Area{Offset: 0, Length: size}, maxZero)
 }
 
-// gapsIn returns the parts of area that no extent covers, cut to at most
-// piece bytes each.
+// gapsIn returns the parts of area that no extent covers, cut at the
+// multiples of piece.
 func gapsIn(extents []diskmap.Extent, area diskmap.Area, piece int64) []diskmap.Extent {
 	var out []diskmap.Extent
 	pos := area.Offset
 	gap := func(to int64) {
 		for pos < to {
-			n := min(to-pos, piece)
+			n := min(to-pos, piece-pos%piece) // cut at multiples of piece
 			out = append(out, diskmap.Extent{Offset: pos, Length: n})
 			pos += n
 		}

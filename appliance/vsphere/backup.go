@@ -148,7 +148,7 @@ func (c *Client) backupDisk(ctx context.Context, b *chunkstore.Backup, vm *mo.Vi
 	}
 	log := c.log.With("vm", vm.Name, "disk", index)
 
-	allocated, err := c.changedAreas(ctx, vm.Self, snap, disk, "*")
+	allocated, err := c.changedAreas(ctx, vm.Self, &snap, disk, "*")
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("disk %d: %w", index, err) // cancelled: no fault of CBT's
 	}
@@ -172,7 +172,7 @@ func (c *Client) backupDisk(ctx context.Context, b *chunkstore.Backup, vm *mo.Vi
 	case changeUUID(spec.ChangeID) != changeUUID(prev.ChangeID):
 		spec.FullRead = fmt.Sprintf("changed block tracking was reset (change ID %s, was %s)", spec.ChangeID, prev.ChangeID)
 	default:
-		changed, err := c.changedAreas(ctx, vm.Self, snap, disk, prev.ChangeID)
+		changed, err := c.changedAreas(ctx, vm.Self, &snap, disk, prev.ChangeID)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return fmt.Errorf("disk %d: %w", index, err)

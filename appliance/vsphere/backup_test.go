@@ -387,11 +387,13 @@ func TestBackupHotAdd(t *testing.T) {
 	ref := r.vmRef(t, "vm01")
 	appliance := r.vmRef(t, lab.ApplianceVMName)
 	var attached []string
-	resolve := func(ctx context.Context, d *types.VirtualDisk) (io.ReaderAt, io.Closer, error) {
+	resolve := func(ctx context.Context, d *types.VirtualDisk, writable bool) (vsphere.Device, error) {
 		name := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo).FileName
 		attached = append(attached, name)
-		dev, err := r.lab.OpenAttached(name)
-		return dev, io.NopCloser(nil), err
+		if writable {
+			t.Errorf("a backup attached %s for writing", name)
+		}
+		return r.lab.Attach(name, writable)
 	}
 	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{Transport: r.c.HotAdd(appliance, resolve)})
 	if err != nil {

@@ -28,10 +28,12 @@ func (c *Client) enableCBT(ctx context.Context, vm *object.VirtualMachine) error
 
 // changedAreas asks vSphere which areas of a disk changed between changeID
 // and the snapshot ("*": which hold data at all), a page at a time.
-func (c *Client) changedAreas(ctx context.Context, vm, snapshot types.ManagedObjectReference, disk *types.VirtualDisk, changeID string) ([]diskmap.Area, error) {
+// A nil snapshot asks about the VM's current state, which vSphere answers
+// only for a powered-off VM.
+func (c *Client) changedAreas(ctx context.Context, vm types.ManagedObjectReference, snapshot *types.ManagedObjectReference, disk *types.VirtualDisk, changeID string) ([]diskmap.Area, error) {
 	var out []diskmap.Area
 	for off := int64(0); off < disk.CapacityInBytes; {
-		req := types.QueryChangedDiskAreas{This: vm, Snapshot: &snapshot, DeviceKey: disk.Key, StartOffset: off, ChangeId: changeID}
+		req := types.QueryChangedDiskAreas{This: vm, Snapshot: snapshot, DeviceKey: disk.Key, StartOffset: off, ChangeId: changeID}
 		res, err := methods.QueryChangedDiskAreas(ctx, c.vim, &req)
 		if err != nil {
 			return nil, fmt.Errorf("changed areas of disk %d since %s: %s", disk.Key, changeID, faultText(err))

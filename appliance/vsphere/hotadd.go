@@ -12,10 +12,18 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
+// Device is the block device of a disk hot-added to the appliance VM.
+type Device interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+}
+
 // DeviceResolver finds the block device that a disk hot-added to the
-// appliance VM appears as, and opens it. On a real appliance that is a
-// /dev/sdX found by the disk's UUID; the lab maps the disk to its file.
-type DeviceResolver func(ctx context.Context, attached *types.VirtualDisk) (io.ReaderAt, io.Closer, error)
+// appliance VM appears as, and opens it, for writing if asked. On a real
+// appliance that is a /dev/sdX found by the disk's UUID; the lab maps the
+// disk to its file.
+type DeviceResolver func(ctx context.Context, attached *types.VirtualDisk, writable bool) (Device, error)
 
 // HotAddTransport attaches a snapshot's disk to the VM the appliance runs
 // in, read-only (independent non-persistent), and reads the block device:
@@ -36,9 +44,26 @@ func (t *HotAddTransport) Name() string { return "hotadd" }
 
 // Open implements Transport: it attaches the disk and opens its device.
 func (t *HotAddTransport) Open(ctx context.Context, vm *mo.VirtualMachine, disk *types.VirtualDisk) (DiskReader, error) {
+	return t.attach(ctx, vm, disk, false)
+}
+
+// OpenWritable attaches a powered-off VM's disk to the appliance VM, as it
+// is (persistent), and opens its device for writing: a restore over the
+// original writes the differing blocks through it.
+func (t *HotAddTransport) OpenWritable(ctx context.Context, vm *mo.VirtualMachine, disk *types.VirtualDisk) (Device, error) {
+	return t.attach(ctx, vm, disk, true)
+}
+
+func (t *HotAddTransport) attach(ctx context.Context, vm *mo.VirtualMachine, disk *types.VirtualDisk, writable bool) (*hotAddDisk, error) {
 	b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 	if !ok {
 		return nil, fmt.Errorf("disk %d: a %T backing cannot be hot-added", disk.Key, disk.Backing)
+	}
+	// A snapshot's disk is attached so that nothing it does persists; a
+	// disk to restore into, so that everything does.
+	mode := types.VirtualDiskModeIndependent_nonpersistent
+	if writable {
+		mode = types.VirtualDiskModeIndependent_persistent
 	}
 	appliance := object.NewVirtualMachine(t.c.vim, t.appliance)
 	devices, err := appliance.Device(ctx)
@@ -52,7 +77,7 @@ func (t *HotAddTransport) Open(ctx context.Context, vm *mo.VirtualMachine, disk 
 	add := &types.VirtualDisk{
 		VirtualDevice: types.VirtualDevice{Backing: &types.VirtualDiskFlatVer2BackingInfo{
 			VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: b.FileName},
-			DiskMode:                     string(types.VirtualDiskModeIndependent_nonpersistent),
+			DiskMode:                     string(mode),
 		}},
 		CapacityInBytes: disk.CapacityInBytes, CapacityInKB: disk.CapacityInKB,
 	}
@@ -83,7 +108,7 @@ func (t *HotAddTransport) Open(ctx context.Context, vm *mo.VirtualMachine, disk 
 	}
 	r := &hotAddDisk{t: t, vm: appliance, attached: attached, size: disk.CapacityInBytes}
 	if err == nil {
-		r.ReaderAt, r.device, err = t.resolve(ctx, attached)
+		r.Device, err = t.resolve(ctx, attached, writable)
 	}
 	if err != nil {
 		err = fmt.Errorf("hot-add %s: %w", b.FileName, err)
@@ -97,27 +122,36 @@ func (t *HotAddTransport) Open(ctx context.Context, vm *mo.VirtualMachine, disk 
 }
 
 type hotAddDisk struct {
-	io.ReaderAt
-	t        *HotAddTransport
-	vm       *object.VirtualMachine
-	attached *types.VirtualDisk
-	device   io.Closer
-	size     int64
-	read     atomic.Int64
+	Device
+	t             *HotAddTransport
+	vm            *object.VirtualMachine
+	attached      *types.VirtualDisk
+	size          int64
+	read, written atomic.Int64
 }
 
 // ReadAt counts what it reads.
 func (r *hotAddDisk) ReadAt(p []byte, off int64) (int, error) {
-	n, err := r.ReaderAt.ReadAt(p, off)
+	n, err := r.Device.ReadAt(p, off)
 	r.read.Add(int64(n))
+	return n, err
+}
+
+// WriteAt counts what it writes.
+func (r *hotAddDisk) WriteAt(p []byte, off int64) (int, error) {
+	n, err := r.Device.WriteAt(p, off)
+	r.written.Add(int64(n))
 	return n, err
 }
 
 func (r *hotAddDisk) BytesRead() int64 { return r.read.Load() }
 
+// BytesWritten counts the bytes written to the device.
+func (r *hotAddDisk) BytesWritten() int64 { return r.written.Load() }
+
 // Close closes the device and detaches the disk, keeping its file.
 func (r *hotAddDisk) Close() error {
-	err := r.device.Close()
+	err := r.Device.Close()
 	return errors.Join(err, r.detach(context.Background()))
 }
 

@@ -55,25 +55,69 @@ func (t *HTTPTransport) Open(ctx context.Context, vm *mo.VirtualMachine, disk *t
 	if b.Parent != nil {
 		return nil, fmt.Errorf("disk %d: %s is a delta of a snapshot chain; the HTTP transport reads flat extents only (consolidate the VM's snapshots, or use hot-add)", disk.Key, b.FileName)
 	}
-	var p object.DatastorePath
-	if !p.FromString(b.FileName) {
-		return nil, fmt.Errorf("disk %d: backing file %q is not a datastore path", disk.Key, b.FileName)
-	}
-	if vm.Runtime.Host == nil {
-		return nil, fmt.Errorf("disk %d: the VM has no host", disk.Key)
-	}
-	host := object.NewHostSystem(t.c.vim, *vm.Runtime.Host)
-	addr, err := hostAddress(ctx, host)
+	base, err := t.c.flatURL(ctx, vm, disk)
 	if err != nil {
 		return nil, err
 	}
-	u := &url.URL{Scheme: "https", Host: addr, Path: "/folder/" + strings.TrimSuffix(p.Path, ".vmdk") + "-flat.vmdk",
-		RawQuery: url.Values{"dsName": {p.Datastore}}.Encode()}
-	r := &httpDisk{c: t.c, ctx: ctx, base: u.String(), size: disk.CapacityInBytes}
+	r := &httpDisk{c: t.c, ctx: ctx, base: base, size: disk.CapacityInBytes}
 	if err := r.renew(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// flatURL is where the VM's host serves a disk's flat extent.
+func (c *Client) flatURL(ctx context.Context, vm *mo.VirtualMachine, disk *types.VirtualDisk) (string, error) {
+	b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	if !ok {
+		return "", fmt.Errorf("disk %d: a %T backing has no flat extent", disk.Key, disk.Backing)
+	}
+	var p object.DatastorePath
+	if !p.FromString(b.FileName) {
+		return "", fmt.Errorf("disk %d: backing file %q is not a datastore path", disk.Key, b.FileName)
+	}
+	if vm.Runtime.Host == nil {
+		return "", fmt.Errorf("disk %d: the VM has no host", disk.Key)
+	}
+	addr, err := hostAddress(ctx, object.NewHostSystem(c.vim, *vm.Runtime.Host))
+	if err != nil {
+		return "", err
+	}
+	u := &url.URL{Scheme: "https", Host: addr, Path: "/folder/" + strings.TrimSuffix(p.Path, ".vmdk") + "-flat.vmdk",
+		RawQuery: url.Values{"dsName": {p.Datastore}}.Encode()}
+	return u.String(), nil
+}
+
+// serviceTicket asks vCenter for a ticket to one URL on a host, for one
+// method. The ticket names where to go (the host's address and port) and
+// the host's certificate thumbprint, which the client then pins.
+func (c *Client) serviceTicket(ctx context.Context, base string, method types.SessionManagerHttpServiceRequestSpecMethod) (*url.URL, *http.Cookie, error) {
+	spec := types.SessionManagerHttpServiceRequestSpec{Url: base, Method: string(method)}
+	tk, err := session.NewManager(c.vim).AcquireGenericServiceTicket(ctx, &spec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("service ticket for %s: %s", base, faultText(err))
+	}
+	u, _ := url.Parse(base)
+	if tk.HostName != "" && tk.HostName != "localhost.localdomain" {
+		u.Host = tk.HostName
+	}
+	if tk.SslThumbprint != "" {
+		c.vim.SetThumbprint(u.Host, tk.SslThumbprint)
+	}
+	return u, &http.Cookie{Name: "vmware_cgi_ticket", Value: tk.Id}, nil
+}
+
+// flatExtent is the URL of a disk's flat extent and a ticket for method.
+func (c *Client) flatExtent(ctx context.Context, vm *mo.VirtualMachine, disk *types.VirtualDisk, method types.SessionManagerHttpServiceRequestSpecMethod) (string, *http.Cookie, error) {
+	base, err := c.flatURL(ctx, vm, disk)
+	if err != nil {
+		return "", nil, err
+	}
+	u, cookie, err := c.serviceTicket(ctx, base, method)
+	if err != nil {
+		return "", nil, err
+	}
+	return u.String(), cookie, nil
 }
 
 // hostAddress is where a host serves its datastores: its management
@@ -107,25 +151,15 @@ type httpDisk struct {
 	cookie *http.Cookie
 }
 
-// renew asks vCenter for a service ticket for the extent on its host. The
-// ticket names where to go (the host's address and port) and the host's
-// certificate thumbprint, which the client then pins.
+// renew asks vCenter for a service ticket for the extent on its host.
 func (r *httpDisk) renew(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	spec := types.SessionManagerHttpServiceRequestSpec{Url: r.base, Method: string(types.SessionManagerHttpServiceRequestSpecMethodHttpGet)}
-	tk, err := session.NewManager(r.c.vim).AcquireGenericServiceTicket(ctx, &spec)
+	u, cookie, err := r.c.serviceTicket(ctx, r.base, types.SessionManagerHttpServiceRequestSpecMethodHttpGet)
 	if err != nil {
-		return fmt.Errorf("service ticket for %s: %s", r.base, faultText(err))
+		return err
 	}
-	u, _ := url.Parse(r.base)
-	if tk.HostName != "" && tk.HostName != "localhost.localdomain" {
-		u.Host = tk.HostName
-	}
-	if tk.SslThumbprint != "" {
-		r.c.vim.SetThumbprint(u.Host, tk.SslThumbprint)
-	}
-	r.url, r.cookie = u, &http.Cookie{Name: "vmware_cgi_ticket", Value: tk.Id}
+	r.url, r.cookie = u, cookie
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -162,17 +161,21 @@ type vmBackupSummary struct {
 // openAttachedDevice finds a hot-added disk among the appliance's block
 // devices. Linux names a VMware SCSI disk by its UUID under
 // /dev/disk/by-id as wwn-0x6000c29... built from the backing's UUID.
-func openAttachedDevice(_ context.Context, d *types.VirtualDisk) (io.ReaderAt, io.Closer, error) {
+func openAttachedDevice(_ context.Context, d *types.VirtualDisk, writable bool) (vsphere.Device, error) {
 	b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 	if !ok || b.Uuid == "" {
-		return nil, nil, errors.New("the attached disk has no UUID to find its device by")
+		return nil, errors.New("the attached disk has no UUID to find its device by")
 	}
 	path := "/dev/disk/by-id/wwn-0x" + uuidHex(b.Uuid)
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("device of the attached disk: %w (is the appliance a VM with disk.EnableUUID?)", err)
+	flag := os.O_RDONLY
+	if writable {
+		flag = os.O_RDWR
 	}
-	return f, f, nil
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("device of the attached disk: %w (is the appliance a VM with disk.EnableUUID?)", err)
+	}
+	return f, nil
 }
 
 // uuidHex turns "6000C29a-..." into lower-case hex without dashes.

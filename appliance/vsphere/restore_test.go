@@ -1,0 +1,293 @@
+package vsphere_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/bulwarkbackup/bulwark/appliance/vsphere"
+	"github.com/bulwarkbackup/bulwark/appliance/vsphere/lab"
+	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
+	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
+	"github.com/bulwarkbackup/bulwark/restore"
+)
+
+// restoreTarget is the rig's vCenter as a restore target, with hot-add
+// through the lab's appliance VM.
+func (r *rig) restoreTarget(t *testing.T) *vsphere.RestoreTarget {
+	appliance := r.vmRef(t, lab.ApplianceVMName)
+	resolve := func(ctx context.Context, d *types.VirtualDisk, writable bool) (vsphere.Device, error) {
+		return r.lab.Attach(d.Backing.(*types.VirtualDiskFlatVer2BackingInfo).FileName, writable)
+	}
+	return r.c.RestoreTarget(r.c.HotAdd(appliance, resolve))
+}
+
+// requireDisksMatch checks that every disk of a lab VM holds exactly the
+// point's disk.
+func (r *rig) requireDisksMatch(t *testing.T, vmName string, point blob.ID) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := r.store.LoadPoint(ctx, point)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range p.Disks {
+		got, err := r.lab.Disk(vmName, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := r.store.OpenDisk(ctx, point, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Size() != want.Size() {
+			t.Fatalf("%s disk %d: %d bytes, the point's %d", vmName, i, got.Size(), want.Size())
+		}
+		if g, w := hashOf(t, got, got.Size()), hashOf(t, want, want.Size()); g != w {
+			t.Fatalf("%s disk %d differs from point %s", vmName, i, point.Short())
+		}
+	}
+}
+
+func hashOf(t *testing.T, r io.ReaderAt, size int64) [32]byte {
+	t.Helper()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+		t.Fatal(err)
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+func (r *rig) config(t *testing.T, ref types.ManagedObjectReference) *types.VirtualMachineConfigInfo {
+	t.Helper()
+	var vm mo.VirtualMachine
+	if err := property.DefaultCollector(r.c.VIM()).RetrieveOne(context.Background(), ref, []string{"config"}, &vm); err != nil {
+		t.Fatal(err)
+	}
+	return vm.Config
+}
+
+func (r *rig) powerOff(t *testing.T, ref types.ManagedObjectReference) {
+	t.Helper()
+	task, err := object.NewVirtualMachine(r.c.VIM(), ref).PowerOff(context.Background())
+	if err == nil {
+		err = task.Wait(context.Background())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestoreToNewVM restores a point as new VMs over both transports: the
+// disks match the point bit for bit, the configuration matches, NICs start
+// as asked, and hot-add writes only the disks' data.
+func TestRestoreToNewVM(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, lab.Options{VMs: 1, Disks: 2, DiskSize: 64 << 20, ApplianceVM: true})
+	ref := r.vmRef(t, "vm01")
+	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	point := res.Point
+	target := r.restoreTarget(t)
+	orig := r.config(t, ref)
+
+	for _, tc := range []struct {
+		transport  string
+		disconnect bool
+	}{{restore.TransportHTTP, false}, {restore.TransportHotAdd, true}} {
+		t.Run(tc.transport, func(t *testing.T) {
+			name := "vm01-" + tc.transport
+			out, err := restore.ToNewVM(ctx, r.store, point.ID, target,
+				restore.NewVM{Name: name, Folder: "/DC0/vm/test", DisconnectNICs: tc.disconnect}, restore.Options{Transport: tc.transport})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.requireDisksMatch(t, name, point.ID)
+			got := r.config(t, types.ManagedObjectReference{Type: "VirtualMachine", Value: out.MoRef})
+			if got.GuestId != orig.GuestId || got.Hardware.NumCPU != orig.Hardware.NumCPU || got.Hardware.MemoryMB != orig.Hardware.MemoryMB {
+				t.Errorf("config %s/%d CPUs/%d MB, want %s/%d/%d", got.GuestId, got.Hardware.NumCPU, got.Hardware.MemoryMB,
+					orig.GuestId, orig.Hardware.NumCPU, orig.Hardware.MemoryMB)
+			}
+			nics := object.VirtualDeviceList(got.Hardware.Device).SelectByType((*types.VirtualEthernetCard)(nil))
+			if len(nics) != 1 {
+				t.Fatalf("%d NICs, want 1", len(nics))
+			}
+			nic := nics[0].(types.BaseVirtualEthernetCard).GetVirtualEthernetCard()
+			if nic.Connectable == nil || nic.Connectable.StartConnected == tc.disconnect {
+				t.Errorf("NIC start connected = %v, want %v", nic.Connectable, !tc.disconnect)
+			}
+			if nb, ok := nic.Backing.(*types.VirtualEthernetCardNetworkBackingInfo); !ok || nb.DeviceName != "VM Network" {
+				t.Errorf("NIC backing %#v, want VM Network", nic.Backing)
+			}
+			for i, d := range out.Disks {
+				data := point.Disks[i].DataBytes
+				switch tc.transport {
+				case restore.TransportHotAdd:
+					if d.BytesWritten != data {
+						t.Errorf("disk %d: hot-add wrote %d bytes, the point holds %d of data", i, d.BytesWritten, data)
+					}
+				case restore.TransportHTTP:
+					if d.BytesWritten != point.Disks[i].Capacity {
+						t.Errorf("disk %d: uploaded %d bytes, want the whole %d", i, d.BytesWritten, point.Disks[i].Capacity)
+					}
+				}
+				t.Logf("disk %d: %s wrote %d bytes (%d of data) in %.2fs", i, tc.transport, d.BytesWritten, data, d.Seconds)
+			}
+		})
+	}
+}
+
+// TestRestoreOverOriginal writes into a VM after its backup, then restores
+// the point over it: refused while it runs; once off, only the areas CBT
+// reports (widened to chunks) are written and the disks match the point;
+// the next backup reads the disks whole. With CBT reset, the same restore
+// compares by hash.
+func TestRestoreOverOriginal(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, lab.Options{VMs: 1, Disks: 1, DiskSize: 64 << 20, ApplianceVM: true})
+	ref := r.vmRef(t, "vm01")
+	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	point := res.Point
+	target := r.restoreTarget(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	scribble := func() []diskmap.Area {
+		var areas []diskmap.Area
+		for _, a := range []diskmap.Area{{Offset: 3 << 20, Length: 100 << 10}, {Offset: 40 << 20, Length: 4096}, {Offset: 63 << 20, Length: 512}} {
+			b := make([]byte, a.Length)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			if err := r.lab.Write("vm01", 0, a.Offset, b); err != nil {
+				t.Fatal(err)
+			}
+			areas = append(areas, a)
+		}
+		return areas
+	}
+	changed := scribble()
+
+	if _, err := restore.OverOriginal(ctx, r.store, point.ID, target, "", restore.Options{}); !errors.Is(err, restore.ErrPoweredOn) {
+		t.Fatalf("restore over a running VM: %v, want ErrPoweredOn", err)
+	}
+	r.powerOff(t, ref)
+
+	disk, err := r.store.OpenDisk(ctx, point.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CBT reports 64 KiB blocks; the restore widens them to the point's
+	// chunks (and zero gaps to 64 KiB).
+	bound := diskmap.Widen(disk.Extents(), alignAreas(changed, 64<<10), disk.Size(), 64<<10)
+	for _, tc := range []struct {
+		method string
+		prep   func()
+	}{
+		{"cbt", func() {}},
+		{"hash", func() { scribble(); _ = r.lab.ResetCBT("vm01") }},
+	} {
+		tc.prep()
+		out, err := restore.OverOriginal(ctx, r.store, point.ID, target, "", restore.Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.method, err)
+		}
+		d := out.Disks[0]
+		if d.Method != tc.method {
+			t.Errorf("restore chose %q (%s), want %q", d.Method, d.Reason, tc.method)
+		}
+		if max := total(bound); d.BytesWritten > max || d.BytesWritten < total(changed) {
+			t.Errorf("%s: wrote %d bytes; want at least the %d changed and at most the %d of the changed blocks widened to chunks", tc.method, d.BytesWritten, total(changed), max)
+		}
+		t.Logf("%s: %d bytes changed, %d differing, %d written (bound %d) in %.2fs", tc.method, total(changed), d.Differing, d.BytesWritten, total(bound), d.Seconds)
+		r.requireDisksMatch(t, "vm01", point.ID)
+	}
+
+	// CBT was reset by the restore: the next backup reads the disk whole.
+	task, err := object.NewVirtualMachine(r.c.VIM(), ref).PowerOn(ctx)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.FullReads) != 1 {
+		t.Errorf("the backup after a restore read %v whole, want disk 0", next.FullReads)
+	}
+}
+
+func alignAreas(areas []diskmap.Area, block int64) []diskmap.Area {
+	var out []diskmap.Area
+	for _, a := range areas {
+		start := a.Offset - a.Offset%block
+		end := (a.End() + block - 1) / block * block
+		out = append(out, diskmap.Area{Offset: start, Length: end - start})
+	}
+	return out
+}
+
+func total(areas []diskmap.Area) int64 {
+	var n int64
+	for _, a := range areas {
+		n += a.Length
+	}
+	return n
+}
+
+// TestRehearsal restores the latest point as a VM with NICs disconnected,
+// boots it and removes it: success, and nothing left in vCenter or on the
+// datastore. A point whose disk does not boot fails its rehearsal, and
+// leaves nothing either.
+func TestRehearsal(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, lab.Options{VMs: 1, Disks: 1, DiskSize: 64 << 20})
+	ref := r.vmRef(t, "vm01")
+	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := r.c.RestoreTarget(nil)
+	before := len(r.lab.VMs())
+	reh, err := restore.Rehearse(ctx, r.store, res.Point.ID, target, restore.NewVM{Name: "vm01-rehearsal"}, time.Minute, false, restore.Options{})
+	if err != nil || !reh.Booted {
+		t.Fatalf("rehearsal: %+v, %v", reh, err)
+	}
+	if _, err := target.FindVM(ctx, "vm01-rehearsal"); err == nil {
+		t.Error("the rehearsal VM is still in vCenter")
+	}
+	if n := len(r.lab.VMs()); n != before {
+		t.Errorf("%d lab VMs after the rehearsal, want %d", n, before)
+	}
+
+	// Wipe the GPT and take another point: that one must not boot.
+	if err := r.lab.Write("vm01", 0, 0, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reh, err = restore.Rehearse(ctx, r.store, bad.Point.ID, target, restore.NewVM{Name: "vm01-bad"}, 2*time.Second, false, restore.Options{})
+	if err == nil || reh == nil || reh.Booted {
+		t.Fatalf("rehearsal of an unbootable point: %+v, %v; want a failure", reh, err)
+	}
+	if _, err := target.FindVM(ctx, "vm01-bad"); err == nil {
+		t.Error("the failed rehearsal's VM is still in vCenter")
+	}
+}

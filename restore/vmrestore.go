@@ -1,0 +1,321 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/bulwarkbackup/bulwark/chunkstore"
+	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
+	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
+)
+
+// Transport names how disks are written.
+const (
+	// TransportHTTP uploads whole disks over the datastore HTTP interface.
+	TransportHTTP = "http"
+	// TransportHotAdd attaches disks to the appliance VM and writes only
+	// what holds data (new VMs) or what differs (over the original).
+	TransportHotAdd = "hotadd"
+)
+
+// Options shape a restore.
+type Options struct {
+	// Transport for new disks: TransportHTTP (default) or TransportHotAdd.
+	// A restore over the original always writes through hot-add.
+	Transport string
+	// Progress, if set, is called as each disk is written (or, when
+	// comparing by hash, read).
+	Progress func(disk int, done, total int64)
+	Log      *slog.Logger
+}
+
+func (o *Options) log() *slog.Logger {
+	if o.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Log
+}
+
+func (o *Options) progress(disk int) func(done, total int64) {
+	if o.Progress == nil {
+		return nil
+	}
+	return func(done, total int64) { o.Progress(disk, done, total) }
+}
+
+// Result is what a restore did.
+type Result struct {
+	VM    string       `json:"vm"`
+	MoRef string       `json:"moref"`
+	Point string       `json:"point"`
+	Disks []DiskResult `json:"disks"`
+}
+
+// DiskResult is what a restore wrote to one disk.
+type DiskResult struct {
+	Index int `json:"index"`
+	// Method says how the blocks to write were chosen: "all" (a new
+	// disk), "cbt" or "hash".
+	Method string `json:"method"`
+	// Why CBT could not be used, for "hash".
+	Reason       string  `json:"reason,omitempty"`
+	Differing    int64   `json:"differing_bytes"` // bytes found to differ
+	BytesWritten int64   `json:"bytes_written"`
+	Seconds      float64 `json:"seconds"`
+}
+
+// ToNewVM restores a point as a new VM: created from the point's
+// configuration, every disk written, thin disks' zero areas skipped where
+// the transport allows. A VM left half-restored by a failure is destroyed.
+func ToNewVM(ctx context.Context, store *chunkstore.Store, point blob.ID, h Hypervisor, spec NewVM, o Options) (res *Result, err error) {
+	p, err := store.LoadPoint(ctx, point)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.VMConfig) == 0 {
+		return nil, fmt.Errorf("point %s holds no VM configuration (an image backup?): restore its disks instead", point.Short())
+	}
+	var capacities []int64
+	for _, d := range p.Disks {
+		capacities = append(capacities, d.Capacity)
+	}
+	vm, err := h.CreateVM(ctx, p.VMConfig, capacities, spec)
+	if err != nil {
+		if vm != nil {
+			err = errors.Join(err, destroy(vm))
+		}
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, destroy(vm))
+		}
+	}()
+	res = &Result{VM: vm.Name(), MoRef: vm.Ref(), Point: point.String()}
+	for i := range p.Disks {
+		d, err := writeDisk(ctx, store, point, vm, i, o)
+		if err != nil {
+			return nil, err
+		}
+		res.Disks = append(res.Disks, d)
+	}
+	if spec.PowerOn {
+		if err := vm.PowerOn(ctx); err != nil {
+			return nil, err
+		}
+	}
+	o.log().Info("restored to a new VM", "vm", vm.Name(), "point", point.Short())
+	return res, nil
+}
+
+// destroy removes a VM that a failed restore made, even when the restore
+// was cancelled.
+func destroy(vm VM) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if off, err := vm.PoweredOff(ctx); err == nil && !off {
+		_ = vm.PowerOff(ctx)
+	}
+	if err := vm.Destroy(ctx); err != nil {
+		return fmt.Errorf("remove the half-restored VM %s: %w", vm.Name(), err)
+	}
+	return nil
+}
+
+// writeDisk writes one whole disk of a point to a new VM's empty disk.
+func writeDisk(ctx context.Context, store *chunkstore.Store, point blob.ID, vm VM, i int, o Options) (DiskResult, error) {
+	start := time.Now()
+	res := DiskResult{Index: i, Method: "all"}
+	switch o.Transport {
+	case "", TransportHTTP:
+		r, err := store.OpenDisk(ctx, point, i)
+		if err != nil {
+			return res, err
+		}
+		var sent atomic.Int64
+		progress := o.progress(i)
+		err = vm.Upload(ctx, i, io.NewSectionReader(r, 0, r.Size()), r.Size(), func(n int64) {
+			if done := sent.Add(n); progress != nil {
+				progress(done, r.Size())
+			}
+		})
+		if err != nil {
+			return res, fmt.Errorf("disk %d: %w", i, err)
+		}
+		res.BytesWritten = sent.Load()
+	case TransportHotAdd:
+		d, err := vm.OpenDisk(ctx, i)
+		if err != nil {
+			return res, fmt.Errorf("disk %d: %w", i, err)
+		}
+		w := &countingWriter{w: d}
+		// The new disk is thin and reads zero: only data is written.
+		err = store.RestoreDisk(ctx, point, i, w, chunkstore.RestoreOptions{Sparse: true, Progress: o.progress(i)})
+		if cerr := d.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return res, fmt.Errorf("disk %d: %w", i, err)
+		}
+		res.BytesWritten = w.n.Load()
+	default:
+		return res, fmt.Errorf("transport %q: %s or %s", o.Transport, TransportHTTP, TransportHotAdd)
+	}
+	res.Differing = res.BytesWritten
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+type countingWriter struct {
+	w io.WriterAt
+	n atomic.Int64
+}
+
+func (c *countingWriter) WriteAt(p []byte, off int64) (int, error) {
+	n, err := c.w.WriteAt(p, off)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// OverOriginal restores a point over the VM it was taken of, which must be
+// powered off, writing only the blocks that differ: those CBT reports
+// changed since the point's change ID, or, when CBT cannot say, those a
+// comparison by hash finds. Change tracking is then reset, so the next
+// backup reads the disks whole. vm is a name, moref or instance UUID; empty
+// means the point's own VM.
+func OverOriginal(ctx context.Context, store *chunkstore.Store, point blob.ID, h Hypervisor, ref string, o Options) (*Result, error) {
+	p, err := store.LoadPoint(ctx, point)
+	if err != nil {
+		return nil, err
+	}
+	if ref == "" {
+		ref = p.Source.VMUUID
+	}
+	if ref == "" {
+		return nil, fmt.Errorf("point %s names no VM: name the VM to restore over", point.Short())
+	}
+	vm, err := h.FindVM(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	off, err := vm.PoweredOff(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !off {
+		return nil, fmt.Errorf("restore over %s: %w", vm.Name(), ErrPoweredOn)
+	}
+	now := vm.Disks()
+	if len(now) != len(p.Disks) {
+		return nil, fmt.Errorf("%s has %d disks, the point %d: restore to a new VM, or restore single disks", vm.Name(), len(now), len(p.Disks))
+	}
+	for i, d := range p.Disks {
+		if now[i] != d.Capacity {
+			return nil, fmt.Errorf("disk %d of %s has %d bytes, the point's %d: restore to a new VM, or restore single disks", i, vm.Name(), now[i], d.Capacity)
+		}
+	}
+	res := &Result{VM: vm.Name(), MoRef: vm.Ref(), Point: point.String()}
+	// Whatever happens from here, the disks may hold writes CBT must not
+	// vouch for.
+	defer func() {
+		if rerr := vm.ResetChangeTracking(context.WithoutCancel(ctx)); rerr != nil {
+			o.log().Error("change tracking not reset: the next backup must not trust it", "vm", vm.Name(), "err", rerr)
+		}
+	}()
+	for i := range p.Disks {
+		d, err := overDisk(ctx, store, p, vm, i, o)
+		if err != nil {
+			return res, err
+		}
+		res.Disks = append(res.Disks, d)
+	}
+	o.log().Info("restored over the original VM", "vm", vm.Name(), "point", point.Short())
+	return res, nil
+}
+
+// overDisk writes to one disk what differs from the point.
+func overDisk(ctx context.Context, store *chunkstore.Store, p *chunkstore.Point, vm VM, i int, o Options) (DiskResult, error) {
+	start := time.Now()
+	res := DiskResult{Index: i, Method: "cbt"}
+	pd := p.Disks[i]
+	var areas []diskmap.Area
+	var cbtErr error
+	if pd.ChangeID == "" {
+		cbtErr = errors.New("the point has no change ID")
+	} else {
+		areas, cbtErr = vm.ChangedAreas(ctx, i, pd.ChangeID)
+	}
+	if cbtErr != nil && ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	d, err := vm.OpenDisk(ctx, i)
+	if err != nil {
+		return res, fmt.Errorf("disk %d: %w", i, err)
+	}
+	if cbtErr != nil {
+		res.Method, res.Reason = "hash", cbtErr.Error()
+		o.log().Info("comparing by hash", "vm", vm.Name(), "disk", i, "why", cbtErr)
+		areas, err = store.DiffDisk(ctx, p.ID, i, d, o.progress(i))
+	}
+	for _, a := range areas {
+		res.Differing += a.Length
+	}
+	w := &countingWriter{w: d}
+	if err == nil && len(areas) > 0 {
+		err = store.RestoreDisk(ctx, p.ID, i, w, chunkstore.RestoreOptions{Areas: areas, Progress: o.progress(i)})
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	res.BytesWritten = w.n.Load()
+	res.Seconds = time.Since(start).Seconds()
+	if err != nil {
+		return res, fmt.Errorf("disk %d: %w", i, err)
+	}
+	return res, nil
+}
+
+// Rehearsal is the report of a restore rehearsal.
+type Rehearsal struct {
+	Result
+	Booted  bool    `json:"booted"`
+	Seconds float64 `json:"seconds"`
+	Kept    bool    `json:"kept"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// Rehearse restores a point as a new VM with its NICs disconnected, powers
+// it on, waits for its Tools heartbeat (at most wait), and deletes it unless
+// keep. The rehearsal fails when the guest does not come up.
+func Rehearse(ctx context.Context, store *chunkstore.Store, point blob.ID, h Hypervisor, spec NewVM, wait time.Duration, keep bool, o Options) (*Rehearsal, error) {
+	start := time.Now()
+	spec.DisconnectNICs, spec.PowerOn = true, true
+	res, err := ToNewVM(ctx, store, point, h, spec, o)
+	if err != nil {
+		return nil, err
+	}
+	reh := &Rehearsal{Result: *res, Kept: keep}
+	vm, err := h.FindVM(ctx, res.MoRef)
+	if err != nil {
+		return reh, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	err = vm.WaitGuest(wctx)
+	cancel()
+	reh.Booted = err == nil
+	if err != nil {
+		reh.Error = err.Error()
+	}
+	if !keep {
+		if derr := destroy(vm); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
+	reh.Seconds = time.Since(start).Seconds()
+	return reh, err
+}
