@@ -51,6 +51,9 @@ type VM interface {
 	// them.
 	Disks() []int64
 	PoweredOff(ctx context.Context) (bool, error)
+	// AddDisk adds a new empty thin disk on a datastore (the VM's own when
+	// empty) and returns its index among the VM's disks.
+	AddDisk(ctx context.Context, capacity int64, datastore string) (int, error)
 	// ChangedAreas asks CBT which areas of a disk changed since changeID.
 	// An error means CBT cannot say (reset, disabled, unknown ID).
 	ChangedAreas(ctx context.Context, disk int, changeID string) ([]diskmap.Area, error)

@@ -98,7 +98,7 @@ func ToNewVM(ctx context.Context, store *chunkstore.Store, point blob.ID, h Hype
 	}()
 	res = &Result{VM: vm.Name(), MoRef: vm.Ref(), Point: point.String()}
 	for i := range p.Disks {
-		d, err := writeDisk(ctx, store, point, vm, i, o)
+		d, err := writeDisk(ctx, store, point, i, vm, i, o)
 		if err != nil {
 			return nil, err
 		}
@@ -127,13 +127,14 @@ func destroy(vm VM) error {
 	return nil
 }
 
-// writeDisk writes one whole disk of a point to a new VM's empty disk.
-func writeDisk(ctx context.Context, store *chunkstore.Store, point blob.ID, vm VM, i int, o Options) (DiskResult, error) {
+// writeDisk writes disk from of a point, whole, to disk i of a VM, new and
+// empty.
+func writeDisk(ctx context.Context, store *chunkstore.Store, point blob.ID, from int, vm VM, i int, o Options) (DiskResult, error) {
 	start := time.Now()
 	res := DiskResult{Index: i, Method: "all"}
 	switch o.Transport {
 	case "", TransportHTTP:
-		r, err := store.OpenDisk(ctx, point, i)
+		r, err := store.OpenDisk(ctx, point, from)
 		if err != nil {
 			return res, err
 		}
@@ -155,7 +156,7 @@ func writeDisk(ctx context.Context, store *chunkstore.Store, point blob.ID, vm V
 		}
 		w := &countingWriter{w: d}
 		// The new disk is thin and reads zero: only data is written.
-		err = store.RestoreDisk(ctx, point, i, w, chunkstore.RestoreOptions{Sparse: true, Progress: o.progress(i)})
+		err = store.RestoreDisk(ctx, point, from, w, chunkstore.RestoreOptions{Sparse: true, Progress: o.progress(i)})
 		if cerr := d.Close(); err == nil {
 			err = cerr
 		}
@@ -278,6 +279,35 @@ func overDisk(ctx context.Context, store *chunkstore.Store, p *chunkstore.Point,
 		return res, fmt.Errorf("disk %d: %w", i, err)
 	}
 	return res, nil
+}
+
+// DiskToVM restores one disk of a point as a new disk of an existing VM,
+// on a datastore (the VM's own when empty). The VM may be running when
+// the disk is uploaded over HTTP; hot-add writes a disk of a powered-off
+// VM only.
+func DiskToVM(ctx context.Context, store *chunkstore.Store, point blob.ID, disk int, h Hypervisor, ref, datastore string, o Options) (*Result, error) {
+	p, err := store.LoadPoint(ctx, point)
+	if err != nil {
+		return nil, err
+	}
+	d, err := p.Disk(disk)
+	if err != nil {
+		return nil, err
+	}
+	vm, err := h.FindVM(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	i, err := vm.AddDisk(ctx, d.Capacity, datastore)
+	if err != nil {
+		return nil, err
+	}
+	res, err := writeDisk(ctx, store, point, disk, vm, i, o)
+	if err != nil {
+		return nil, err
+	}
+	o.log().Info("restored a disk to a VM", "vm", vm.Name(), "point", point.Short(), "disk", disk, "as", i)
+	return &Result{VM: vm.Name(), MoRef: vm.Ref(), Point: point.String(), Disks: []DiskResult{res}}, nil
 }
 
 // Rehearsal is the report of a restore rehearsal.

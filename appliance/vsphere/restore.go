@@ -341,6 +341,55 @@ func (v *restoreVM) disk(i int) (*types.VirtualDisk, error) {
 	return disks[i], nil
 }
 
+// AddDisk adds a thin disk on the VM's first SCSI controller, named after
+// the VM, and reloads the VM's configuration to find it.
+func (v *restoreVM) AddDisk(ctx context.Context, capacity int64, datastore string) (int, error) {
+	devices := object.VirtualDeviceList(v.props.Config.Hardware.Device)
+	ctrl, err := devices.FindDiskController("scsi")
+	if err != nil {
+		return 0, fmt.Errorf("add a disk to %s: %w", v.Name(), err)
+	}
+	f := find.NewFinder(v.t.c.vim, false)
+	if dc, err := f.DefaultDatacenter(ctx); err == nil {
+		f.SetDatacenter(dc)
+	}
+	if datastore == "" {
+		if datastore = firstDiskDatastore(v.props.Config); datastore == "" {
+			return 0, fmt.Errorf("%s has no disk to take the datastore from: name one", v.Name())
+		}
+	}
+	ds, err := f.Datastore(ctx, datastore)
+	if err != nil {
+		return 0, fmt.Errorf("datastore %q: %w", datastore, err)
+	}
+	dsName, err := ds.ObjectName(ctx)
+	if err != nil {
+		return 0, err
+	}
+	file := fmt.Sprintf("[%s] %s/%s_restored_%d.vmdk", dsName, v.Name(), v.Name(), time.Now().Unix())
+	disk := devices.CreateDisk(ctrl, ds.Reference(), file)
+	disk.CapacityInBytes, disk.CapacityInKB = capacity, capacity/1024
+	disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).ThinProvisioned = types.NewBool(true)
+	spec := types.VirtualMachineConfigSpec{DeviceChange: []types.BaseVirtualDeviceConfigSpec{&types.VirtualDeviceConfigSpec{
+		Operation: types.VirtualDeviceConfigSpecOperationAdd, FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate, Device: disk}}}
+	task, err := v.obj.Reconfigure(ctx, spec)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("add a disk to %s: %s", v.Name(), faultText(err))
+	}
+	if v.props, err = v.t.c.vmProps(ctx, v.props.Self); err != nil {
+		return 0, err
+	}
+	for i, d := range v.disks() {
+		if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok && b.FileName == file {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("the disk added to %s is not among its disks", v.Name())
+}
+
 func (v *restoreVM) PoweredOff(ctx context.Context) (bool, error) {
 	state, err := v.obj.PowerState(ctx)
 	if err != nil {

@@ -291,3 +291,36 @@ func TestRehearsal(t *testing.T) {
 		t.Error("the failed rehearsal's VM is still in vCenter")
 	}
 }
+
+// TestRestoreDiskToVM restores one disk of a point as a new disk of another
+// VM, over each transport, and the new disk matches the point's.
+func TestRestoreDiskToVM(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, lab.Options{VMs: 2, Disks: 2, DiskSize: 64 << 20, ApplianceVM: true})
+	res, err := r.c.BackupVM(ctx, r.store, r.vmRef(t, "vm01"), vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := r.restoreTarget(t)
+	r.powerOff(t, r.vmRef(t, "vm02")) // hot-add writes only to a powered-off VM's disks
+	for n, transport := range []string{restore.TransportHTTP, restore.TransportHotAdd} {
+		out, err := restore.DiskToVM(ctx, r.store, res.Point.ID, 1, target, "vm02", "", restore.Options{Transport: transport})
+		if err != nil {
+			t.Fatalf("%s: %v", transport, err)
+		}
+		if got := out.Disks[0].Index; got != 2+n {
+			t.Errorf("%s: restored as disk %d of vm02, want %d", transport, got, 2+n)
+		}
+		got, err := r.lab.Disk("vm02", out.Disks[0].Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := r.store.OpenDisk(ctx, res.Point.ID, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hashOf(t, got, got.Size()) != hashOf(t, want, want.Size()) {
+			t.Errorf("%s: vm02's new disk differs from point disk 1", transport)
+		}
+	}
+}
