@@ -21,6 +21,16 @@ type Hypervisor interface {
 	CreateVM(ctx context.Context, config json.RawMessage, capacities []int64, spec NewVM) (VM, error)
 	// FindVM finds an existing VM by name, moref or instance UUID.
 	FindVM(ctx context.Context, ref string) (VM, error)
+	// CreateDisk creates an empty thin disk file at a datastore path
+	// ("[datastore] folder/name.vmdk"), attached to no VM.
+	CreateDisk(ctx context.Context, path string, capacity int64) (DiskFile, error)
+}
+
+// DiskFile is a disk on a datastore, attached to no VM.
+type DiskFile interface {
+	Path() string
+	// Upload writes the whole disk from r, in order.
+	Upload(ctx context.Context, r io.Reader, size int64, progress func(int64)) error
 }
 
 // NewVM says where a restored VM goes and how it starts. Empty fields take

@@ -310,6 +310,33 @@ func DiskToVM(ctx context.Context, store *chunkstore.Store, point blob.ID, disk 
 	return &Result{VM: vm.Name(), MoRef: vm.Ref(), Point: point.String(), Disks: []DiskResult{res}}, nil
 }
 
+// DiskToDatastore restores one disk of a point as a disk file on a
+// datastore ("[datastore] folder/name.vmdk"), attached to no VM, uploaded
+// whole over the datastore HTTP interface.
+func DiskToDatastore(ctx context.Context, store *chunkstore.Store, point blob.ID, disk int, h Hypervisor, path string, o Options) (*DiskResult, error) {
+	start := time.Now()
+	r, err := store.OpenDisk(ctx, point, disk)
+	if err != nil {
+		return nil, err
+	}
+	f, err := h.CreateDisk(ctx, path, r.Size())
+	if err != nil {
+		return nil, err
+	}
+	var sent atomic.Int64
+	progress := o.progress(disk)
+	err = f.Upload(ctx, io.NewSectionReader(r, 0, r.Size()), r.Size(), func(n int64) {
+		if done := sent.Add(n); progress != nil {
+			progress(done, r.Size())
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	o.log().Info("restored a disk to a datastore", "point", point.Short(), "disk", disk, "path", f.Path())
+	return &DiskResult{Index: disk, Method: "all", Differing: sent.Load(), BytesWritten: sent.Load(), Seconds: time.Since(start).Seconds()}, nil
+}
+
 // Rehearsal is the report of a restore rehearsal.
 type Rehearsal struct {
 	Result

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"path"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
@@ -419,25 +422,96 @@ func (v *restoreVM) Upload(ctx context.Context, i int, r io.Reader, size int64, 
 	if err != nil {
 		return err
 	}
-	u, cookie, err := v.t.c.flatExtent(ctx, v.props, d, types.SessionManagerHttpServiceRequestSpecMethodHttpPut)
+	base, err := v.t.c.flatURL(ctx, v.props, d)
 	if err != nil {
 		return err
 	}
-	body := &countingReader{r: r, progress: progress}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
+	if err := v.t.c.upload(ctx, base, r, size, progress); err != nil {
+		return fmt.Errorf("upload disk %d of %s: %w", i, v.Name(), err)
+	}
+	return nil
+}
+
+// upload PUTs a file to a host's /folder under a service ticket.
+func (c *Client) upload(ctx context.Context, base string, r io.Reader, size int64, progress func(int64)) error {
+	u, cookie, err := c.serviceTicket(ctx, base, types.SessionManagerHttpServiceRequestSpecMethodHttpPut)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), &countingReader{r: r, progress: progress})
 	if err != nil {
 		return err
 	}
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.AddCookie(cookie)
-	return v.t.c.vim.Do(ctx, req, func(res *http.Response) error {
+	return c.vim.Do(ctx, req, func(res *http.Response) error {
 		if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusCreated {
 			msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
-			return fmt.Errorf("upload disk %d of %s: %s: %s", i, v.Name(), res.Status, bytes.TrimSpace(msg))
+			return fmt.Errorf("PUT %s: %s: %s", base, res.Status, bytes.TrimSpace(msg))
 		}
 		return nil
 	})
+}
+
+// CreateDisk creates a thin virtual disk file on a datastore, for a single
+// disk restored to no VM.
+func (t *RestoreTarget) CreateDisk(ctx context.Context, dsPath string, capacity int64) (restore.DiskFile, error) {
+	var p object.DatastorePath
+	if !p.FromString(dsPath) || !strings.HasSuffix(p.Path, ".vmdk") || p.Path == ".vmdk" {
+		return nil, fmt.Errorf("disk path %q: want [datastore] folder/name.vmdk", dsPath)
+	}
+	f := find.NewFinder(t.c.vim, false)
+	dc, err := f.DefaultDatacenter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("datacenter: %w", err)
+	}
+	f.SetDatacenter(dc)
+	ds, err := f.Datastore(ctx, p.Datastore)
+	if err != nil {
+		return nil, fmt.Errorf("datastore %q: %w", p.Datastore, err)
+	}
+	hosts, err := ds.AttachedHosts(ctx)
+	if err != nil || len(hosts) == 0 {
+		return nil, fmt.Errorf("datastore %q: no host mounts it (%v)", p.Datastore, err)
+	}
+	spec := &types.FileBackedVirtualDiskSpec{CapacityKb: capacity / 1024, VirtualDiskSpec: types.VirtualDiskSpec{
+		DiskType: string(types.VirtualDiskTypeThin), AdapterType: string(types.VirtualDiskAdapterTypeLsiLogic)}}
+	if dir := path.Dir(p.Path); dir != "." {
+		err := object.NewFileManager(t.c.vim).MakeDirectory(ctx, "["+p.Datastore+"] "+dir, dc, true)
+		if err != nil && !fault.Is(err, &types.FileAlreadyExists{}) {
+			return nil, fmt.Errorf("create folder %s on %s: %s", dir, p.Datastore, faultText(err))
+		}
+	}
+	task, err := object.NewVirtualDiskManager(t.c.vim).CreateVirtualDisk(ctx, dsPath, dc, spec)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create disk %s: %s", dsPath, faultText(err))
+	}
+	addr, err := hostAddress(ctx, hosts[0])
+	if err != nil {
+		return nil, err
+	}
+	u := &url.URL{Scheme: "https", Host: addr, Path: "/folder/" + strings.TrimSuffix(p.Path, ".vmdk") + "-flat.vmdk",
+		RawQuery: url.Values{"dsName": {p.Datastore}}.Encode()}
+	return &datastoreDisk{c: t.c, path: dsPath, url: u.String()}, nil
+}
+
+// datastoreDisk is a disk file on a datastore, attached to no VM.
+type datastoreDisk struct {
+	c         *Client
+	path, url string
+}
+
+func (d *datastoreDisk) Path() string { return d.path }
+
+func (d *datastoreDisk) Upload(ctx context.Context, r io.Reader, size int64, progress func(int64)) error {
+	if err := d.c.upload(ctx, d.url, r, size, progress); err != nil {
+		return fmt.Errorf("upload %s: %w", d.path, err)
+	}
+	return nil
 }
 
 type countingReader struct {

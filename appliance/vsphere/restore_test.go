@@ -324,3 +324,38 @@ func TestRestoreDiskToVM(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreDiskToDatastore restores one disk of a point as a disk file of
+// its own on a datastore: its flat extent matches the point's disk.
+func TestRestoreDiskToDatastore(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, lab.Options{VMs: 1, Disks: 2, DiskSize: 64 << 20})
+	res, err := r.c.BackupVM(ctx, r.store, r.vmRef(t, "vm01"), vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "[LocalDS_0] restored/vm01-disk1.vmdk"
+	out, err := restore.DiskToDatastore(ctx, r.store, res.Point.ID, 1, r.c.RestoreTarget(nil), path, restore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := r.lab.DatastoreFile("[LocalDS_0] restored/vm01-disk1-flat.vmdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want, err := r.store.OpenDisk(ctx, res.Point.ID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	if st.Size() != want.Size() || hashOf(t, f, st.Size()) != hashOf(t, want, want.Size()) {
+		t.Errorf("%s (%d bytes) differs from point disk 1 (%d bytes)", path, st.Size(), want.Size())
+	}
+	if out.BytesWritten != want.Size() {
+		t.Errorf("uploaded %d bytes, want %d", out.BytesWritten, want.Size())
+	}
+	if _, err := restore.DiskToDatastore(ctx, r.store, res.Point.ID, 1, r.c.RestoreTarget(nil), path, restore.Options{}); err == nil {
+		t.Error("a second restore over the same disk file succeeded; want an error saying it exists")
+	}
+}

@@ -107,19 +107,6 @@ func (c *Client) serviceTicket(ctx context.Context, base string, method types.Se
 	return u, &http.Cookie{Name: "vmware_cgi_ticket", Value: tk.Id}, nil
 }
 
-// flatExtent is the URL of a disk's flat extent and a ticket for method.
-func (c *Client) flatExtent(ctx context.Context, vm *mo.VirtualMachine, disk *types.VirtualDisk, method types.SessionManagerHttpServiceRequestSpecMethod) (string, *http.Cookie, error) {
-	base, err := c.flatURL(ctx, vm, disk)
-	if err != nil {
-		return "", nil, err
-	}
-	u, cookie, err := c.serviceTicket(ctx, base, method)
-	if err != nil {
-		return "", nil, err
-	}
-	return u.String(), cookie, nil
-}
-
 // hostAddress is where a host serves its datastores: its management
 // address, or its inventory name (an FQDN or IP, as it was added).
 func hostAddress(ctx context.Context, host *object.HostSystem) (string, error) {

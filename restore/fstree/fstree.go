@@ -117,8 +117,9 @@ const (
 )
 
 // CheckName reports whether name can be an entry of a directory: not
-// empty, ".", "..", nor holding '/' or NUL. A reader that finds such a
-// name on disk reports it rather than passing it on.
+// empty, ".", "..", nor holding '/' or NUL. FS.ReadDir applies it to every
+// entry a reader lists, leaving out and reporting the bad ones while
+// keeping the rest, so readers pass names on as they find them.
 func CheckName(name string) error {
 	switch {
 	case name == "" || name == "." || name == "..":

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -227,7 +228,7 @@ func (l *Lab) Attach(fileName string, writable bool) (*Device, error) {
 func (l *Lab) putFolder(w http.ResponseWriter, r *http.Request, file string) {
 	v, d := l.liveDisk(func(top *layer) bool { return top.path == file })
 	if d == nil {
-		http.Error(w, "the lab accepts uploads of VM disks' flat extents only", http.StatusForbidden)
+		l.putDetached(w, r, file)
 		return
 	}
 	if !l.poweredOff(v.ref) {
@@ -277,6 +278,77 @@ func (l *Lab) putFolder(w http.ResponseWriter, r *http.Request, file string) {
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
+}
+
+// putDetached takes the upload of a flat extent of a disk that no VM uses,
+// made by VirtualDiskManager: the body replaces the file, sparse.
+func (l *Lab) putDetached(w http.ResponseWriter, r *http.Request, file string) {
+	if !strings.HasSuffix(file, "-flat.vmdk") {
+		http.Error(w, "the lab accepts uploads of disks' flat extents only", http.StatusForbidden)
+		return
+	}
+	if l.inUse(file) {
+		http.Error(w, "the disk belongs to a VM", http.StatusConflict)
+		return
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		http.Error(w, "no such disk: create it first", http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	var off int64
+	for {
+		n, err := io.ReadFull(r.Body, buf)
+		if n > 0 && !allZero(buf[:n]) {
+			if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+				http.Error(w, werr.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		off += int64(n)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			http.Error(w, "read upload: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	if err := f.Truncate(off); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+}
+
+// inUse says whether a file is a layer of any VM's disk.
+func (l *Lab) inUse(file string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, v := range l.vms {
+		for _, d := range v.disks {
+			d.mu.RLock()
+			for _, layer := range d.layers {
+				if layer.path == file {
+					d.mu.RUnlock()
+					return true
+				}
+			}
+			d.mu.RUnlock()
+		}
+	}
+	return false
+}
+
+// DatastoreFile opens a file of a datastore, by its datastore path.
+func (l *Lab) DatastoreFile(dsPath string) (*os.File, error) {
+	p, err := l.datastorePath(dsPath)
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(p)
 }
 
 func allZero(p []byte) bool {
