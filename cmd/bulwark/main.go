@@ -77,6 +77,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.pruneCommand(), a.pointCommand(), a.gcCommand(), a.checkCommand(), a.indexCommand(),
 		a.labCommand(), a.backupCommand())
 	root.AddCommand(a.vcenterCommand(), a.jobCommand())
+	root.AddCommand(a.restoreCommand(), a.filesCommand())
 	root.AddCommand(a.serveCommand(), a.demoCommand(), a.versionCommand())
 	return root
 }
