@@ -165,16 +165,22 @@ of the VM reads its disks whole. This needs the hot-add transport.`,
 	a.addRestoreFlags(cmd, &f)
 	fl := cmd.Flags()
 	fl.StringVar(&spec.Name, "name", "", "name of the new VM")
-	fl.StringVar(&spec.Folder, "folder", "", "inventory path of the VM folder (default: the original's)")
-	fl.StringVar(&spec.Host, "host", "", "host or cluster (default: the original's)")
-	fl.StringVar(&spec.Pool, "pool", "", "resource pool (default: the host's or cluster's)")
-	fl.StringVar(&spec.Datastore, "datastore", "", "datastore of the new disks (default: the original first disk's)")
+	placementFlags(cmd, &spec)
 	fl.StringArrayVar(&networks, "network", nil, "map a network of the point to one of the target: FROM=TO (repeatable)")
 	fl.BoolVar(&spec.PowerOn, "power-on", false, "power the new VM on")
 	fl.BoolVar(&spec.DisconnectNICs, "disconnect-nics", false, "start the NICs disconnected (beside a running original)")
 	fl.BoolVar(&over, "over-original", false, "restore over the original VM, writing only what differs")
 	fl.StringVar(&vmRef, "vm", "", "with --over-original: the VM to restore over (default: the point's)")
 	return cmd
+}
+
+// placementFlags add the flags that say where a new VM goes.
+func placementFlags(cmd *cobra.Command, spec *restore.NewVM) {
+	fl := cmd.Flags()
+	fl.StringVar(&spec.Folder, "folder", "", "inventory path of the VM folder (default: the original's)")
+	fl.StringVar(&spec.Host, "host", "", "host or cluster (default: the original's)")
+	fl.StringVar(&spec.Pool, "pool", "", "resource pool (default: the host's or cluster's)")
+	fl.StringVar(&spec.Datastore, "datastore", "", "datastore of the new disks (default: the original first disk's)")
 }
 
 func parseNetworks(list []string) (map[string]string, error) {
@@ -299,9 +305,7 @@ for its VMware Tools heartbeat, report, and delete it unless --keep.`,
 	fl := cmd.Flags()
 	fl.StringVar(&point, "point", "", "rehearse this point rather than the VM's latest")
 	fl.StringVar(&spec.Name, "name", "", "name of the rehearsal VM (default: VM-rehearsal-TIME)")
-	fl.StringVar(&spec.Folder, "folder", "", "inventory path of the VM folder (default: the original's)")
-	fl.StringVar(&spec.Host, "host", "", "host or cluster (default: the original's)")
-	fl.StringVar(&spec.Datastore, "datastore", "", "datastore (default: the original first disk's)")
+	placementFlags(cmd, &spec)
 	fl.BoolVar(&keep, "keep", false, "keep the VM afterwards")
 	fl.DurationVar(&wait, "timeout", 10*time.Minute, "how long to wait for the guest's heartbeat")
 	return cmd
