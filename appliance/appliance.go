@@ -66,6 +66,7 @@ type Appliance struct {
 	runner    *jobs.Runner
 	scheduler *jobs.Scheduler
 	api       *api.Server
+	browse    *api.Browser
 	cert      tls.Certificate
 
 	runCtx    context.Context
@@ -184,8 +185,11 @@ func Open(ctx context.Context, o Options) (a *Appliance, err error) {
 	a.runCtx, a.stopRuns = context.WithCancelCause(context.WithoutCancel(ctx))
 	closers = append(closers, func() error { a.stopRuns(ErrShuttingDown); return nil })
 
+	// The file-level sessions read the store: they end before it closes.
+	a.browse = api.NewBrowser(a.store, api.BrowseOptions{})
+	closers = append(closers, func() error { a.browse.Close(); return nil })
 	if a.api, err = api.New(api.Deps{Auth: a.auth, State: a.state, Runner: a.runner, Scheduler: a.scheduler,
-		Store: a.store, VCenters: a.fleet, Tasks: a.tasks, Hub: a.hub, Metrics: m, Jobs: tracker,
+		Store: a.store, VCenters: a.fleet, Tasks: a.tasks, Hub: a.hub, Metrics: m, Jobs: tracker, Browse: a.browse,
 		RunContext: a.runCtx, Version: o.Version, Log: log}); err != nil {
 		return nil, err
 	}
@@ -397,6 +401,7 @@ func (a *Appliance) Close() error {
 func (a *Appliance) close() error {
 	a.stopRuns(ErrShuttingDown)
 	a.runner.Wait()
+	a.browse.Close()
 	_ = a.listener.Close()
 	a.fleet.Close(context.Background())
 	var errs []error

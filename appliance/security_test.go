@@ -51,53 +51,58 @@ const (
 )
 
 var secPolicy = map[string]secAccess{
-	"GET /healthz":                          accPublic,
-	"POST /api/v1/sessions":                 accPublic,
-	"GET /metrics":                          accOperator,
-	"GET /api/v1/openapi.json":              accAnyone,
-	"GET /api/v1/session":                   accAnyone,
-	"DELETE /api/v1/session":                accAnyone,
-	"PUT /api/v1/session/password":          accAnyone,
-	"GET /api/v1/users":                     accAdmin,
-	"POST /api/v1/users":                    accAdmin,
-	"GET /api/v1/users/{name}":              accAdmin,
-	"PATCH /api/v1/users/{name}":            accAdmin,
-	"DELETE /api/v1/users/{name}":           accAdmin,
-	"GET /api/v1/tokens":                    accOperator,
-	"POST /api/v1/tokens":                   accOperator,
-	"DELETE /api/v1/tokens/{id}":            accOperator,
-	"GET /api/v1/vcenters":                  accOperator,
-	"POST /api/v1/vcenters":                 accAdmin,
-	"GET /api/v1/vcenters/{name}":           accOperator,
-	"DELETE /api/v1/vcenters/{name}":        accAdmin,
-	"POST /api/v1/vcenters/{name}/test":     accAdmin,
-	"GET /api/v1/vcenters/{name}/inventory": accOperator,
-	"GET /api/v1/jobs":                      accOperator,
-	"POST /api/v1/jobs":                     accAdmin,
-	"GET /api/v1/jobs/{name}":               accOperator,
-	"PUT /api/v1/jobs/{name}":               accAdmin,
-	"DELETE /api/v1/jobs/{name}":            accAdmin,
-	"POST /api/v1/jobs/{name}/enable":       accAdmin,
-	"POST /api/v1/jobs/{name}/disable":      accAdmin,
-	"POST /api/v1/jobs/{name}/run":          accOperator,
-	"POST /api/v1/jobs/{name}/cancel":       accOperator,
-	"GET /api/v1/jobs/{name}/runs":          accOperator,
-	"GET /api/v1/runs/{id}":                 accOperator,
-	"GET /api/v1/vms":                       accAnyone,
-	"GET /api/v1/points":                    accAnyone,
-	"GET /api/v1/points/{id}":               accAnyone,
-	"POST /api/v1/points/{id}/pin":          accOperator,
-	"DELETE /api/v1/points/{id}/pin":        accOperator,
-	"DELETE /api/v1/points/{id}":            accAdmin,
-	"GET /api/v1/store/stats":               accOperator,
-	"POST /api/v1/store/check":              accOperator,
-	"POST /api/v1/store/gc":                 accOperator,
-	"POST /api/v1/store/prune":              accOperator,
-	"GET /api/v1/tasks":                     accOperator,
-	"GET /api/v1/tasks/{id}":                accOperator,
-	"POST /api/v1/tasks/{id}/cancel":        accOperator,
-	"GET /api/v1/events":                    accOperator,
-	"GET /api/v1/audit":                     accAdmin,
+	"GET /healthz":                                     accPublic,
+	"POST /api/v1/sessions":                            accPublic,
+	"GET /metrics":                                     accOperator,
+	"GET /api/v1/openapi.json":                         accAnyone,
+	"GET /api/v1/session":                              accAnyone,
+	"DELETE /api/v1/session":                           accAnyone,
+	"PUT /api/v1/session/password":                     accAnyone,
+	"GET /api/v1/users":                                accAdmin,
+	"POST /api/v1/users":                               accAdmin,
+	"GET /api/v1/users/{name}":                         accAdmin,
+	"PATCH /api/v1/users/{name}":                       accAdmin,
+	"DELETE /api/v1/users/{name}":                      accAdmin,
+	"GET /api/v1/tokens":                               accOperator,
+	"POST /api/v1/tokens":                              accOperator,
+	"DELETE /api/v1/tokens/{id}":                       accOperator,
+	"GET /api/v1/vcenters":                             accOperator,
+	"POST /api/v1/vcenters":                            accAdmin,
+	"GET /api/v1/vcenters/{name}":                      accOperator,
+	"DELETE /api/v1/vcenters/{name}":                   accAdmin,
+	"POST /api/v1/vcenters/{name}/test":                accAdmin,
+	"GET /api/v1/vcenters/{name}/inventory":            accOperator,
+	"GET /api/v1/jobs":                                 accOperator,
+	"POST /api/v1/jobs":                                accAdmin,
+	"GET /api/v1/jobs/{name}":                          accOperator,
+	"PUT /api/v1/jobs/{name}":                          accAdmin,
+	"DELETE /api/v1/jobs/{name}":                       accAdmin,
+	"POST /api/v1/jobs/{name}/enable":                  accAdmin,
+	"POST /api/v1/jobs/{name}/disable":                 accAdmin,
+	"POST /api/v1/jobs/{name}/run":                     accOperator,
+	"POST /api/v1/jobs/{name}/cancel":                  accOperator,
+	"GET /api/v1/jobs/{name}/runs":                     accOperator,
+	"GET /api/v1/runs/{id}":                            accOperator,
+	"GET /api/v1/vms":                                  accAnyone,
+	"GET /api/v1/points":                               accAnyone,
+	"GET /api/v1/points/{id}":                          accAnyone,
+	"POST /api/v1/points/{id}/pin":                     accOperator,
+	"DELETE /api/v1/points/{id}/pin":                   accOperator,
+	"DELETE /api/v1/points/{id}":                       accAdmin,
+	"GET /api/v1/points/{id}/volumes":                  accAnyone,
+	"GET /api/v1/points/{id}/volumes/{volume}/files":   accAnyone,
+	"GET /api/v1/points/{id}/volumes/{volume}/content": accAnyone,
+	"GET /api/v1/points/{id}/volumes/{volume}/archive": accAnyone,
+	"GET /api/v1/points/{id}/volumes/{volume}/search":  accAnyone,
+	"GET /api/v1/store/stats":                          accOperator,
+	"POST /api/v1/store/check":                         accOperator,
+	"POST /api/v1/store/gc":                            accOperator,
+	"POST /api/v1/store/prune":                         accOperator,
+	"GET /api/v1/tasks":                                accOperator,
+	"GET /api/v1/tasks/{id}":                           accOperator,
+	"POST /api/v1/tasks/{id}/cancel":                   accOperator,
+	"GET /api/v1/events":                               accOperator,
+	"GET /api/v1/audit":                                accAdmin,
 }
 
 // The passwords of the users these tests create.
@@ -289,7 +294,7 @@ func secLoginBody(user, password string) []byte {
 
 // secFill fills a route's path parameters.
 func secFill(path, name, id string) string {
-	return strings.NewReplacer("{name}", name, "{id}", id).Replace(path)
+	return strings.NewReplacer("{name}", name, "{id}", id, "{volume}", name).Replace(path)
 }
 
 func secStatus(err error) int {
@@ -835,9 +840,10 @@ func secResponseHygiene(t *testing.T, r *applianceRig, admin *api.Client, pt api
 			t.Fatalf("%s %q is too short to look for", what, s)
 		}
 	}
-	// The key part of a token secret is as secret as the whole.
+	// The key part of a token secret is as secret as the whole. It is
+	// base64url, which has '_' too: it follows the second one.
 	for what, s := range map[string]string{"the admin token": adminTok.Secret, "the file-restore token": fr.Secret} {
-		secrets[what+"'s key"] = s[strings.LastIndexByte(s, '_')+1:]
+		secrets[what+"'s key"] = strings.SplitN(s, "_", 3)[2]
 	}
 
 	u := r.lab.URL()
@@ -1431,7 +1437,7 @@ func TestSecurityPathTraversal(t *testing.T) {
 			}
 		}
 		for _, v := range secTraversalValues {
-			p := strings.NewReplacer("{name}", v, "{id}", v).Replace(rt.Path)
+			p := strings.NewReplacer("{name}", v, "{id}", v, "{volume}", v).Replace(rt.Path)
 			check(rt.Method+" "+p, secReq{method: rt.Method, path: p, authz: bearer, body: body}, secGuarded(t, v))
 			n++
 		}

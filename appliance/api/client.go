@@ -3,16 +3,14 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"strings"
+
+	"github.com/bulwarkbackup/bulwark/appliance/api/fileapi"
 )
 
 // A Client calls the API of one appliance, whose certificate it pins. It
@@ -44,19 +42,9 @@ func NewClientVia(base string, rt http.RoundTripper) *Client {
 // PinnedTransport returns a transport that accepts only the certificate
 // whose DER bytes hash, in SHA-256, to pin.
 func PinnedTransport(pin [32]byte) *http.Transport {
-	return &http.Transport{
-		TLSClientConfig: &tls.Config{
-			// The appliance's certificate is self-signed: it is checked
-			// against the pin below instead of a CA.
-			InsecureSkipVerify: true,
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-				if len(raw) == 0 || sha256.Sum256(raw[0]) != pin {
-					return errors.New("the appliance's certificate is not the pinned one")
-				}
-				return nil
-			},
-		},
-	}
+	tr := fileapi.PinnedTransport(pin)
+	tr.Proxy = nil // the appliance and its tests talk directly
+	return tr
 }
 
 // WithToken returns a copy of c that authenticates with an API token.
@@ -78,14 +66,11 @@ func (c *Client) Login(ctx context.Context, user, password string) (SessionInfo,
 }
 
 // StatusError is an error response.
-type StatusError struct {
-	Status int
-	Body   Error
-}
+type StatusError = fileapi.StatusError
 
-func (e *StatusError) Error() string {
-	return fmt.Sprintf("%d %s: %s", e.Status, e.Body.Code, e.Body.Error)
-}
+// Files returns a client of the file-level endpoints that shares c's
+// connections and credentials.
+func (c *Client) Files() *fileapi.Client { return fileapi.NewVia(c.base, c.http, c.token) }
 
 // Do sends a request with in as its JSON body (none if nil) and decodes the
 // response into out (ignored if nil). Error responses are *StatusError.

@@ -10,18 +10,14 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/bulwarkbackup/bulwark/appliance/api/fileapi"
 	"github.com/bulwarkbackup/bulwark/appliance/auth"
 	"github.com/bulwarkbackup/bulwark/appliance/tasks"
 	"github.com/bulwarkbackup/bulwark/jobs"
 )
 
 // Error is the body of every error response.
-type Error struct {
-	Error string `json:"error"`
-	// Code is one of bad_request, unauthorized, forbidden, not_found,
-	// conflict, too_large, unsupported_media_type, rate_limited, internal.
-	Code string `json:"code"`
-}
+type Error = fileapi.Error
 
 // httpError is an error that knows its status.
 type httpError struct {

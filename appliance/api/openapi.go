@@ -165,7 +165,9 @@ func (s *schemas) ref(v any) (*openapi3.SchemaRef, error) {
 		return openapi3.NewArraySchema().WithItems(elem.Value).NewRef(), nil
 	}
 	name := t.Name()
-	if pkg := t.PkgPath(); pkg != "" && !strings.HasSuffix(pkg, "/api") {
+	// The API's own types, also those of its client packages (fileapi),
+	// go by their names; others are prefixed with their package's.
+	if pkg := t.PkgPath(); pkg != "" && !strings.HasSuffix(pkg, "/api") && !strings.Contains(pkg, "/appliance/api/") {
 		name = pkg[strings.LastIndex(pkg, "/")+1:] + strings.ToUpper(name[:1]) + name[1:]
 	}
 	if _, ok := s.components[name]; !ok {

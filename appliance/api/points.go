@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -47,6 +48,10 @@ type VMPoints struct {
 	Oldest time.Time         `json:"oldest"`
 	Newest time.Time         `json:"newest"`
 	Latest string            `json:"latest"` // the newest point's ID
+	// BIOSUUID is the VM's BIOS UUID (config.uuid) in its newest point:
+	// the SMBIOS system UUID its guest reads, by which the in-guest
+	// client finds its VM. Empty for sources that are not VMs.
+	BIOSUUID string `json:"bios_uuid,omitempty"`
 }
 
 func viewPoint(p *chunkstore.Point, pinned bool, withConfig bool) PointView {
@@ -96,11 +101,63 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, c *call) (any, 
 		v.Source, v.Newest, v.Latest = p.Source, p.Time, p.ID.String()
 		v.Points++
 	}
+	want := r.URL.Query().Get("bios_uuid")
+	kept := out[:0]
+	for _, v := range out {
+		if v.BIOSUUID, err = s.biosUUID(r.Context(), v.Latest); err != nil {
+			return nil, err
+		}
+		if want == "" || SameBIOSUUID(want, v.BIOSUUID) {
+			kept = append(kept, v)
+		}
+	}
+	out = kept
 	slices.SortFunc(out, func(a, b *VMPoints) int {
 		return strings.Compare(a.Source.VMName+"\x00"+a.Source.Name, b.Source.VMName+"\x00"+b.Source.Name)
 	})
 	return out, nil
 }
+
+// biosUUID returns the BIOS UUID in the VM configuration of a point, ""
+// if it has none. The catalogue leaves configurations out: the point is
+// loaded, once, since a point never changes.
+func (s *Server) biosUUID(ctx context.Context, id string) (string, error) {
+	s.biosMu.Lock()
+	u, ok := s.bios[id]
+	s.biosMu.Unlock()
+	if ok {
+		return u, nil
+	}
+	pid, err := blob.ParseID(id)
+	if err != nil {
+		return "", err
+	}
+	p, err := s.d.Store.LoadPoint(ctx, pid)
+	if errors.Is(err, backend.ErrNotFound) {
+		return "", nil // deleted since it was listed
+	}
+	if err != nil {
+		return "", err
+	}
+	var config struct {
+		UUID string `json:"uuid"`
+	}
+	if len(p.VMConfig) > 0 {
+		if err := json.Unmarshal(p.VMConfig, &config); err != nil {
+			s.log.Warn("a point's VM configuration cannot be read", "point", id, "err", err)
+		}
+	}
+	s.biosMu.Lock()
+	if len(s.bios) >= maxBIOSCache {
+		clear(s.bios) // crude, but only a store with this many VMs gets here
+	}
+	s.bios[id] = config.UUID
+	s.biosMu.Unlock()
+	return config.UUID, nil
+}
+
+// maxBIOSCache bounds the BIOS UUIDs kept by point.
+const maxBIOSCache = 10000
 
 func (s *Server) listPoints(w http.ResponseWriter, r *http.Request, c *call) (any, error) {
 	q := r.URL.Query()

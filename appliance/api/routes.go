@@ -18,6 +18,7 @@ func (s *Server) table() []route {
 		p                          = Prefix
 	)
 	limit := queryParam{"limit", "the most items to return", "integer"}
+	fsPathParam := queryParam{"path", "a path relative to the volume's root, slash-separated; empty for the root", "string"}
 	return []route{
 		{method: get, path: "/healthz", tag: "service", summary: "Whether the appliance is up", access: public, out: Health{}, do: s.health},
 		{method: get, path: "/metrics", tag: "service", summary: "Prometheus metrics", access: viewer, stream: "text/plain", do: s.metrics},
@@ -57,7 +58,8 @@ func (s *Server) table() []route {
 		{method: get, path: p + "/jobs/{name}/runs", tag: "jobs", summary: "A job's history, newest first", access: viewer, query: []queryParam{limit}, out: []jobs.Run{}, do: s.jobRuns},
 		{method: get, path: p + "/runs/{id}", tag: "jobs", summary: "Show a run", access: viewer, out: jobs.Run{}, do: s.getRun},
 
-		{method: get, path: p + "/vms", tag: "points", summary: "The VMs that have points, also ones gone from vCenter", access: vmScoped, out: []VMPoints{}, do: s.listVMs},
+		{method: get, path: p + "/vms", tag: "points", summary: "The VMs that have points, also ones gone from vCenter", access: vmScoped, query: []queryParam{
+			{"bios_uuid", "only the VM with this BIOS UUID (the guest's SMBIOS system UUID), in either byte order", "string"}}, out: []VMPoints{}, do: s.listVMs},
 		{method: get, path: p + "/points", tag: "points", summary: "List points, newest first", access: vmScoped, query: []queryParam{
 			{"vm", "only the points of this VM: its source, instance UUID or name", "string"},
 			{"job", "only the points this job made", "string"}, limit}, out: []PointView{}, do: s.listPoints},
@@ -65,6 +67,23 @@ func (s *Server) table() []route {
 		{method: post, path: p + "/points/{id}/pin", tag: "points", summary: "Pin a point: retention keeps it", access: operator, out: PointView{}, do: s.pinPoint},
 		{method: del, path: p + "/points/{id}/pin", tag: "points", summary: "Unpin a point", access: operator, out: PointView{}, do: s.unpinPoint},
 		{method: del, path: p + "/points/{id}", tag: "points", summary: "Delete a point; the next GC frees its data", access: admin, status: http.StatusNoContent, do: s.deletePoint},
+
+		// File-level restore. {volume} is a volume's ref: its ID with '/'
+		// written ':' ("vg0:root"), as VolumeRef spells it.
+		{method: get, path: p + "/points/{id}/volumes", tag: "files", summary: "The point's volumes: disks, partitions and LVs, with their filesystems", access: vmScoped, out: []VolumeView{}, do: s.listVolumes},
+		{method: get, path: p + "/points/{id}/volumes/{volume}/files", tag: "files", summary: "A file's metadata and, for a directory, a page of its entries; {volume} is a volume's ref", access: vmScoped, query: []queryParam{
+			fsPathParam, {"follow", "true follows a symlink at the path itself", "string"},
+			{"stat", "true shows the file only, not a directory's entries", "string"},
+			{"after", "list the entries whose names sort after this one (the last of the previous page)", "string"},
+			{"limit", "the most entries to return (1000 unless given, at most 10000)", "integer"}}, out: Listing{}, do: s.listFiles},
+		{method: get, path: p + "/points/{id}/volumes/{volume}/content", tag: "files", summary: "Download a file; Range requests read parts of it", access: vmScoped, query: []queryParam{fsPathParam},
+			stream: "application/octet-stream", do: s.fileContent},
+		{method: get, path: p + "/points/{id}/volumes/{volume}/archive", tag: "files", summary: "Download files and folders as a tar or zip stream", access: vmScoped, query: []queryParam{
+			{"path", "a file or folder to put in the archive, relative to the volume's root; repeat for more", "string"},
+			{"format", "tar (the default) or zip", "string"}}, stream: "application/octet-stream", do: s.fileArchive},
+		{method: get, path: p + "/points/{id}/volumes/{volume}/search", tag: "files", summary: "Find files by name: a glob (*, ?, [...]) or a substring, case aside", access: vmScoped, query: []queryParam{
+			{"pattern", "what names must match", "string"}, {"path", "where to search, relative to the volume's root (the root unless given)", "string"},
+			{"limit", "the most matches to return (1000 unless given, at most 10000)", "integer"}}, out: SearchResult{}, do: s.searchFiles},
 
 		{method: get, path: p + "/store/stats", tag: "store", summary: "Store usage, dedup and compression", access: viewer, out: chunkstore.Stats{}, do: s.storeStats},
 		{method: post, path: p + "/store/check", tag: "store", summary: "Check the store's integrity, as a task", access: operator, status: http.StatusAccepted, in: CheckRequest{}, out: tasks.Task{}, do: s.storeCheck},

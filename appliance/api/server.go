@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/bulwarkbackup/bulwark/appliance/api/fileapi"
 	"github.com/bulwarkbackup/bulwark/appliance/auth"
 	"github.com/bulwarkbackup/bulwark/appliance/events"
 	"github.com/bulwarkbackup/bulwark/appliance/metrics"
@@ -23,7 +25,7 @@ import (
 )
 
 // Prefix is where the API lives.
-const Prefix = "/api/v1"
+const Prefix = fileapi.Prefix
 
 // SessionCookie is the name of the session cookie, and CSRFHeader the
 // header that must repeat the session's CSRF token on every request that
@@ -62,6 +64,9 @@ type Deps struct {
 	Metrics   *metrics.Metrics
 	// Jobs follows the runner's runs; the runner reports to it.
 	Jobs *JobTracker
+	// Browse keeps the points being browsed open. If nil, New makes one
+	// with the default options, which lives as long as RunContext.
+	Browse *Browser
 
 	// RunContext is the appliance's life: job runs that the API starts
 	// belong to it, not to the request.
@@ -81,6 +86,9 @@ type Server struct {
 	routes []route
 	doc    []byte // the OpenAPI document
 	mux    *http.ServeMux
+
+	biosMu sync.Mutex
+	bios   map[string]string // BIOS UUID by point ID
 }
 
 // New returns a Server over d.
@@ -93,7 +101,11 @@ func New(d Deps) (*Server, error) {
 	if d.Keepalive == 0 {
 		d.Keepalive = 15 * time.Second
 	}
-	s := &Server{d: d, log: d.Log, mux: http.NewServeMux()}
+	if d.Browse == nil {
+		d.Browse = NewBrowser(d.Store, BrowseOptions{})
+		context.AfterFunc(d.RunContext, d.Browse.Close)
+	}
+	s := &Server{d: d, log: d.Log, mux: http.NewServeMux(), bios: map[string]string{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -369,7 +369,7 @@ func (v *restoreVM) AddDisk(ctx context.Context, capacity int64, datastore strin
 	if err != nil {
 		return 0, err
 	}
-	file := fmt.Sprintf("[%s] %s/%s_restored_%d.vmdk", dsName, v.Name(), v.Name(), time.Now().Unix())
+	file := fmt.Sprintf("[%s] %s/%s_restored_%s.vmdk", dsName, v.Name(), v.Name(), time.Now().UTC().Format("20060102-150405.000000000"))
 	disk := devices.CreateDisk(ctrl, ds.Reference(), file)
 	disk.CapacityInBytes, disk.CapacityInKB = capacity, capacity/1024
 	disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).ThinProvisioned = types.NewBool(true)
