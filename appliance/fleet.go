@@ -232,6 +232,39 @@ func (f *Fleet) Test(ctx context.Context, v jobs.VCenter, password []byte) (stri
 	return uuid, nil
 }
 
+// RestoreTarget returns the vCenter where a point's VM lived, as a
+// restore target: the vCenter called name, or when name is empty the one
+// whose instance UUID the point's source records. With hot-add configured,
+// its disks are written through the appliance VM.
+func (f *Fleet) RestoreTarget(ctx context.Context, name, instance string) (*vsphere.RestoreTarget, error) {
+	if name == "" {
+		records, err := f.o.State.VCenters()
+		if err != nil {
+			return nil, err
+		}
+		for _, rec := range records {
+			b, err := f.backups(ctx, rec.Name)
+			if err != nil {
+				f.log.Warn("vCenter unreachable while looking for a point's", "vcenter", rec.Name, "err", err)
+				continue
+			}
+			if b.VCenter.InstanceUUID() == instance {
+				name = rec.Name
+				break
+			}
+		}
+		if name == "" {
+			return nil, fmt.Errorf("no vCenter of the appliance has instance %s: name the vCenter to restore to", instance)
+		}
+	}
+	b, err := f.backups(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	hotAdd, _ := b.Transport.(*vsphere.HotAddTransport)
+	return b.VCenter.RestoreTarget(hotAdd), nil
+}
+
 // VMs implements jobs.Inventory.
 func (f *Fleet) VMs(ctx context.Context, vcenter string) ([]jobs.Target, error) {
 	b, err := f.backups(ctx, vcenter)

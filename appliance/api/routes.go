@@ -67,6 +67,9 @@ func (s *Server) table() []route {
 		{method: post, path: p + "/points/{id}/pin", tag: "points", summary: "Pin a point: retention keeps it", access: operator, out: PointView{}, do: s.pinPoint},
 		{method: del, path: p + "/points/{id}/pin", tag: "points", summary: "Unpin a point", access: operator, out: PointView{}, do: s.unpinPoint},
 		{method: del, path: p + "/points/{id}", tag: "points", summary: "Delete a point; the next GC frees its data", access: admin, status: http.StatusNoContent, do: s.deletePoint},
+		{method: post, path: p + "/points/{id}/restore", tag: "restores", summary: "Restore a point as a new VM, or over its original (admins; powered off; only what differs is written)", access: operator, status: http.StatusAccepted, in: VMRestoreRequest{}, out: tasks.Task{}, do: s.restoreVM},
+		{method: post, path: p + "/points/{id}/restore-disk", tag: "restores", summary: "Restore one disk of a point to a VM or as a disk file on a datastore", access: operator, status: http.StatusAccepted, in: DiskRestoreRequest{}, out: tasks.Task{}, do: s.restoreDisk},
+		{method: post, path: p + "/points/{id}/rehearse", tag: "restores", summary: "Restore a point as a VM with NICs disconnected, boot it, wait for its heartbeat, delete it", access: operator, status: http.StatusAccepted, in: RehearsalRequest{}, out: tasks.Task{}, do: s.rehearse},
 
 		// File-level restore. {volume} is a volume's ref: its ID with '/'
 		// written ':' ("vg0:root"), as VolumeRef spells it.

@@ -49,6 +49,9 @@ type VCenters interface {
 	Test(ctx context.Context, v jobs.VCenter, password []byte) (string, error)
 	// Seal returns v keeping password sealed under the store's key.
 	Seal(v jobs.VCenter, password []byte) jobs.VCenter
+	// RestoreTarget returns the vCenter called name, or when name is
+	// empty the one whose instance UUID is instance, to restore into.
+	RestoreTarget(ctx context.Context, name, instance string) (*vsphere.RestoreTarget, error)
 }
 
 // Deps are the parts of the appliance that the API serves.
