@@ -72,10 +72,10 @@ type VM interface {
 	Upload(ctx context.Context, disk int, r io.Reader, size int64, progress func(int64)) error
 	// OpenDisk opens a disk for random reads and writes: hot-add.
 	OpenDisk(ctx context.Context, disk int) (Disk, error)
-	// ResetChangeTracking makes CBT start afresh, so that the next backup
-	// reads the disks in full rather than trusting change IDs that predate
-	// what a restore wrote.
-	ResetChangeTracking(ctx context.Context) error
+	// SetChangeTracking turns CBT off or on. Turned on again, it starts
+	// afresh: every earlier change ID becomes unknown, and the next backup
+	// reads the disks whole.
+	SetChangeTracking(ctx context.Context, on bool) error
 	PowerOn(ctx context.Context) error
 	// WaitGuest waits for the guest's Tools heartbeat.
 	WaitGuest(ctx context.Context) error

@@ -221,39 +221,47 @@ func OverOriginal(ctx context.Context, store *chunkstore.Store, point blob.ID, h
 		}
 	}
 	res := &Result{VM: vm.Name(), MoRef: vm.Ref(), Point: point.String()}
-	// Whatever happens from here, the disks may hold writes CBT must not
-	// vouch for.
-	defer func() {
-		if rerr := vm.ResetChangeTracking(context.WithoutCancel(ctx)); rerr != nil {
-			o.log().Error("change tracking not reset: the next backup must not trust it", "vm", vm.Name(), "err", rerr)
+	// Ask CBT about every disk first: its answers are needed before
+	// tracking is turned off.
+	changed := make([][]diskmap.Area, len(p.Disks))
+	cbtErrs := make([]error, len(p.Disks))
+	for i, d := range p.Disks {
+		if d.ChangeID == "" {
+			cbtErrs[i] = errors.New("the point has no change ID")
+			continue
 		}
-	}()
+		changed[i], cbtErrs[i] = vm.ChangedAreas(ctx, i, d.ChangeID)
+		if cbtErrs[i] != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	// Tracking is off while the disks are written and on again after: a
+	// restore killed half-way leaves it off, and the next backup, which
+	// turns it on, reads the disks whole rather than trusting change IDs
+	// from before writes CBT may not have seen.
+	if err := vm.SetChangeTracking(ctx, false); err != nil {
+		return nil, err
+	}
 	for i := range p.Disks {
-		d, err := overDisk(ctx, store, p, vm, i, o)
+		d, err := overDisk(ctx, store, p, vm, i, changed[i], cbtErrs[i], o)
 		if err != nil {
 			return res, err
 		}
 		res.Disks = append(res.Disks, d)
 	}
+	if err := vm.SetChangeTracking(ctx, true); err != nil {
+		return res, err
+	}
 	o.log().Info("restored over the original VM", "vm", vm.Name(), "point", point.Short())
 	return res, nil
 }
 
-// overDisk writes to one disk what differs from the point.
-func overDisk(ctx context.Context, store *chunkstore.Store, p *chunkstore.Point, vm VM, i int, o Options) (DiskResult, error) {
+// overDisk writes to one disk what differs from the point: the areas CBT
+// reported, or, when cbtErr says it could not, those a comparison by hash
+// finds.
+func overDisk(ctx context.Context, store *chunkstore.Store, p *chunkstore.Point, vm VM, i int, areas []diskmap.Area, cbtErr error, o Options) (DiskResult, error) {
 	start := time.Now()
 	res := DiskResult{Index: i, Method: "cbt"}
-	pd := p.Disks[i]
-	var areas []diskmap.Area
-	var cbtErr error
-	if pd.ChangeID == "" {
-		cbtErr = errors.New("the point has no change ID")
-	} else {
-		areas, cbtErr = vm.ChangedAreas(ctx, i, pd.ChangeID)
-	}
-	if cbtErr != nil && ctx.Err() != nil {
-		return res, ctx.Err()
-	}
 	d, err := vm.OpenDisk(ctx, i)
 	if err != nil {
 		return res, fmt.Errorf("disk %d: %w", i, err)

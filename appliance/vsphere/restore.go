@@ -539,17 +539,15 @@ func (v *restoreVM) OpenDisk(ctx context.Context, i int) (restore.Disk, error) {
 	return v.t.hotAdd.OpenWritable(ctx, v.props, d)
 }
 
-// ResetChangeTracking turns CBT off and on again: every earlier change ID
-// becomes unknown, so the next backup reads the disks whole.
-func (v *restoreVM) ResetChangeTracking(ctx context.Context) error {
-	for _, on := range []bool{false, true} {
-		task, err := v.obj.Reconfigure(ctx, types.VirtualMachineConfigSpec{ChangeTrackingEnabled: types.NewBool(on)})
-		if err == nil {
-			err = task.Wait(ctx)
-		}
-		if err != nil {
-			return fmt.Errorf("reset changed block tracking of %s: %s", v.Name(), faultText(err))
-		}
+// SetChangeTracking turns CBT off or on; on a powered-off VM that takes
+// effect at once.
+func (v *restoreVM) SetChangeTracking(ctx context.Context, on bool) error {
+	task, err := v.obj.Reconfigure(ctx, types.VirtualMachineConfigSpec{ChangeTrackingEnabled: types.NewBool(on)})
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("turn changed block tracking of %s %s: %s", v.Name(), map[bool]string{false: "off", true: "on"}[on], faultText(err))
 	}
 	return nil
 }
