@@ -359,3 +359,70 @@ func TestRestoreDiskToDatastore(t *testing.T) {
 		t.Error("a second restore over the same disk file succeeded; want an error saying it exists")
 	}
 }
+
+// TestRestoreOverOriginalInterrupted cuts restores over the original short
+// at random moments: every one that did not finish leaves CBT off, so the
+// next backup cannot trust change IDs from before its writes; a last
+// restore completes, the disk matches the point, and the next backup reads
+// the disk whole.
+func TestRestoreOverOriginalInterrupted(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, lab.Options{VMs: 1, Disks: 1, DiskSize: 64 << 20, ApplianceVM: true})
+	ref := r.vmRef(t, "vm01")
+	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := r.restoreTarget(t)
+	r.powerOff(t, ref)
+	rng := rand.New(rand.NewPCG(5, 6))
+	scribble := func() {
+		for range 8 {
+			b := make([]byte, 1<<20)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			if err := r.lab.Write("vm01", 0, rng.Int64N(63)<<20, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	scribble()
+	start := time.Now()
+	if _, err := restore.OverOriginal(ctx, r.store, res.Point.ID, target, "", restore.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	cut := 0
+	for i := range 12 {
+		scribble()
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(rng.Int64N(int64(took)*3/2)))
+		_, err := restore.OverOriginal(cctx, r.store, res.Point.ID, target, "", restore.Options{})
+		cancel()
+		cbt := r.config(t, ref).ChangeTrackingEnabled
+		on := cbt != nil && *cbt
+		switch {
+		case err == nil && !on:
+			t.Errorf("run %d: finished with CBT off", i)
+		case err != nil && on:
+			t.Errorf("run %d: cut short (%v) with CBT on", i, err)
+		case err != nil:
+			cut++
+		}
+	}
+	if cut == 0 {
+		t.Error("no restore was cut short")
+	}
+	if _, err := restore.OverOriginal(ctx, r.store, res.Point.ID, target, "", restore.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r.requireDisksMatch(t, "vm01", res.Point.ID)
+	next, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.FullReads) != 1 {
+		t.Errorf("the backup after the restores read %v whole, want disk 0", next.FullReads)
+	}
+	t.Logf("%d of 12 restores cut short, each leaving CBT off", cut)
+}
