@@ -8,6 +8,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
+	"github.com/bulwarkbackup/bulwark/restore/internal/fatchain"
 )
 
 // Limits of a directory: the specification's largest, and a bound on the
@@ -31,11 +32,7 @@ const (
 	typeName      = 0xC1
 )
 
-// File attributes.
-const (
-	attrReadOnly = 0x01
-	attrDir      = 0x10
-)
+const attrDir = fatchain.AttrDir
 
 // dirent is a parsed file entry set.
 type dirent struct {
@@ -53,7 +50,8 @@ type dirent struct {
 
 // dirIter returns a directory's 32-byte entries one after the other.
 type dirIter struct {
-	ext *extent
+	r   *Reader
+	ext *fatchain.Map
 	idx uint32 // cluster index being read
 	in  int64  // offset in it
 	buf []byte
@@ -67,12 +65,12 @@ func (it *dirIter) next() ([]byte, error) {
 		it.pos += 32
 		return e, nil
 	}
-	cs := it.ext.r.vol.clusterSize
+	cs := it.r.vol.clusterSize
 	if it.in == cs {
 		it.idx, it.in = it.idx+1, 0
 	}
-	disk, _, err := it.ext.locate(it.idx)
-	if err == errEnd {
+	disk, _, err := it.ext.Locate(it.idx)
+	if err == fatchain.ErrEnd {
 		return nil, nil
 	}
 	if err != nil {
@@ -83,12 +81,12 @@ func (it *dirIter) next() ([]byte, error) {
 		it.buf = make([]byte, n)
 	}
 	it.buf = it.buf[:n]
-	off := it.ext.r.vol.offset(disk) + it.in
-	if m, err := it.ext.r.dev.ReadAt(it.buf, off); int64(m) < n {
+	off := it.r.vol.offset(disk) + it.in
+	if m, err := it.r.chains.Dev.ReadAt(it.buf, off); int64(m) < n {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("exfat: read %s at %d: %w", it.ext.what, off, err)
+		return nil, fmt.Errorf("exfat: read %s at %d: %w", it.ext.What(), off, err)
 	}
 	it.in += n
 	it.pos = 0
@@ -120,7 +118,7 @@ func parseDir(it *dirIter, root bool) ([]dirent, error) {
 				return nil, err
 			}
 			if len(list) >= maxDirFiles {
-				return nil, fmt.Errorf("%s: more than %d files: %w", it.ext.what, maxDirFiles, fstree.ErrCorrupt)
+				return nil, fmt.Errorf("%s: more than %d files: %w", it.ext.What(), maxDirFiles, fstree.ErrCorrupt)
 			}
 			list = append(list, d)
 		case typ&typeSecondary != 0:
@@ -130,7 +128,7 @@ func parseDir(it *dirIter, root bool) ([]dirent, error) {
 			// GUID, padding: nothing a reader needs. Their secondary
 			// entries, if any, are skipped as leftovers.
 		default:
-			return nil, fmt.Errorf("%s: unknown critical entry type %#x: %w", it.ext.what, typ, fstree.ErrCorrupt)
+			return nil, fmt.Errorf("%s: unknown critical entry type %#x: %w", it.ext.What(), typ, fstree.ErrCorrupt)
 		}
 	}
 }
@@ -140,7 +138,7 @@ func parseDir(it *dirIter, root bool) ([]dirent, error) {
 func parseSet(it *dirIter, e []byte) (dirent, error) {
 	count := int(e[1])
 	if count < 2 || count > 18 {
-		return dirent{}, fmt.Errorf("%s: file entry with %d secondary entries: %w", it.ext.what, count, fstree.ErrCorrupt)
+		return dirent{}, fmt.Errorf("%s: file entry with %d secondary entries: %w", it.ext.What(), count, fstree.ErrCorrupt)
 	}
 	var set [19 * 32]byte
 	copy(set[:], e)
@@ -150,7 +148,7 @@ func parseSet(it *dirIter, e []byte) (dirent, error) {
 			return dirent{}, err
 		}
 		if s == nil {
-			return dirent{}, fmt.Errorf("%s: file entry set cut short: %w", it.ext.what, fstree.ErrCorrupt)
+			return dirent{}, fmt.Errorf("%s: file entry set cut short: %w", it.ext.What(), fstree.ErrCorrupt)
 		}
 		copy(set[i*32:], s)
 	}
@@ -158,13 +156,13 @@ func parseSet(it *dirIter, e []byte) (dirent, error) {
 	nameLen := int(stream[3])
 	names := (nameLen + 14) / 15
 	if stream[0] != typeStream || nameLen == 0 || 1+names > count {
-		return dirent{}, fmt.Errorf("%s: file entry set without a stream extension and name (type %#x, %d units): %w", it.ext.what, stream[0], nameLen, fstree.ErrCorrupt)
+		return dirent{}, fmt.Errorf("%s: file entry set without a stream extension and name (type %#x, %d units): %w", it.ext.What(), stream[0], nameLen, fstree.ErrCorrupt)
 	}
 	units := make([]uint16, 0, names*15)
 	for i := range names {
 		ne := set[(2+i)*32:][:32]
 		if ne[0] != typeName {
-			return dirent{}, fmt.Errorf("%s: entry %#x where a name entry belongs: %w", it.ext.what, ne[0], fstree.ErrCorrupt)
+			return dirent{}, fmt.Errorf("%s: entry %#x where a name entry belongs: %w", it.ext.What(), ne[0], fstree.ErrCorrupt)
 		}
 		for j := 2; j < 32; j += 2 {
 			units = append(units, binary.LittleEndian.Uint16(ne[j:]))
@@ -172,7 +170,7 @@ func parseSet(it *dirIter, e []byte) (dirent, error) {
 	}
 	for i := 2 + names; i <= count; i++ {
 		if typ := set[i*32]; typ&typeInUse == 0 || typ&typeSecondary == 0 || typ&typeBenign == 0 {
-			return dirent{}, fmt.Errorf("%s: entry %#x in a file entry set: %w", it.ext.what, typ, fstree.ErrCorrupt)
+			return dirent{}, fmt.Errorf("%s: entry %#x in a file entry set: %w", it.ext.What(), typ, fstree.ErrCorrupt)
 		}
 	}
 	le32 := func(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
@@ -188,8 +186,8 @@ func parseSet(it *dirIter, e []byte) (dirent, error) {
 		atime: timestamp(le32(e[16:]), 0, e[24]),
 	}
 	set32 := set[:(1+count)*32]
-	if sum := setChecksum(set32); it.ext.r.verify && sum != binary.LittleEndian.Uint16(e[2:]) {
-		d.err = fmt.Errorf("%s: file %q: entry set checksum %#04x, want %#04x: %w", it.ext.what, d.name, binary.LittleEndian.Uint16(e[2:]), sum, fstree.ErrCorrupt)
+	if sum := setChecksum(set32); it.r.verify && sum != binary.LittleEndian.Uint16(e[2:]) {
+		d.err = fmt.Errorf("%s: file %q: entry set checksum %#04x, want %#04x: %w", it.ext.What(), d.name, binary.LittleEndian.Uint16(e[2:]), sum, fstree.ErrCorrupt)
 	}
 	return d, nil
 }

@@ -16,16 +16,22 @@ import (
 	"io/fs"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
+	"github.com/bulwarkbackup/bulwark/restore/internal/fatchain"
 )
+
+// dirCacheEntries bounds the directory entries a Reader keeps, so that a
+// few huge directories cannot hold much memory.
+const dirCacheEntries = 1 << 16
 
 // Reader reads one exFAT volume. It is safe for concurrent use.
 type Reader struct {
-	dev   io.ReaderAt
 	vol   volume
 	label string
 	root  *node
-	fat   *lru[int64, []byte]    // FAT pages by index
-	dirs  *lru[uint32, []dirent] // listings by first cluster
+	fat   *fatchain.Table
+	// chains reads the device: its clusters, through their chains.
+	chains fatchain.Volume
+	dirs   *fstree.Cache[uint32, []dirent] // listings by first cluster
 	// verify checks the boot region's and the entry sets' checksums.
 	// Only the fuzz test turns it off, to get past them.
 	verify bool
@@ -45,12 +51,12 @@ func open(r io.ReaderAt, size int64, verify bool) (*Reader, error) {
 		return nil, err
 	}
 	er := &Reader{
-		dev:    r,
 		vol:    vol,
-		fat:    newLRU[int64, []byte](fatCachePages),
-		dirs:   newLRU[uint32, []dirent](dirCacheEntries),
+		fat:    fatchain.NewTable(r, vol.fatOffset, vol.fatSize),
+		dirs:   fstree.NewCache[uint32, []dirent](dirCacheEntries, 0),
 		verify: verify,
 	}
+	er.chains = fatchain.Volume{Dev: r, ClusterSize: vol.clusterSize, Heap: vol.heapOffset, Clusters: vol.clusters, Link: er.link}
 	er.root = &node{attr: attrDir, first: vol.rootCluster, root: true}
 	// The label is an entry of the root directory. A root that cannot be
 	// read leaves no label, and Root and ReadDir report why.
@@ -138,23 +144,23 @@ func (r *Reader) load(n *node, name string) (fstree.Node, error) {
 
 // list returns a directory's entries, from the cache or the volume.
 func (r *Reader) list(d *node) ([]dirent, error) {
-	if list, ok := r.dirs.get(d.first); ok {
+	if list, ok := r.dirs.Get(d.first); ok {
 		return list, nil
 	}
 	ext, err := r.data(d)
 	if err != nil {
 		return nil, err
 	}
-	list, err := parseDir(&dirIter{ext: ext}, d.root)
+	list, err := parseDir(&dirIter{r: r, ext: ext}, d.root)
 	if err != nil {
 		return nil, err
 	}
-	r.dirs.add(d.first, list, len(list)+1)
+	r.dirs.Add(d.first, list, int64(len(list)+1))
 	return list, nil
 }
 
 // data returns the extent of a node's clusters.
-func (r *Reader) data(n *node) (*extent, error) {
+func (r *Reader) data(n *node) (*fatchain.Map, error) {
 	cs := uint64(r.vol.clusterSize)
 	what := fmt.Sprintf("file at cluster %d", n.first)
 	if n.isDir() {
@@ -180,7 +186,7 @@ func (r *Reader) Contents(f fstree.Node) (io.ReaderAt, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &file{ext: ext, size: int64(n.size), valid: int64(n.valid)}, nil
+	return ext.File(int64(n.size), int64(n.valid)), nil
 }
 
 // ReadLink fails: exFAT has no symlinks.

@@ -1,21 +1,19 @@
 package exfat
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
 	"github.com/bulwarkbackup/bulwark/restore/fstree/fstreetest"
+	"github.com/bulwarkbackup/bulwark/restore/internal/fatchain"
 )
 
 // mkfs makes an exFAT image of size bytes.
@@ -76,16 +74,8 @@ func fill(t testing.TB, dir, src string) {
 
 func openImage(t testing.TB, img string) (*Reader, *fstree.FS) {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(f, st.Size())
+	f, size := fstreetest.OpenImage(t, img)
+	r, err := Open(f, size)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -96,34 +86,7 @@ func openImage(t testing.TB, img string) (*Reader, *fstree.FS) {
 // directories. exfat-fuse keeps whole seconds.
 func tree(t testing.TB, dir string, files map[string][]byte) {
 	t.Helper()
-	mtime := time.Date(2021, 3, 4, 5, 6, 7, 0, time.UTC)
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if strings.HasSuffix(name, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(p, mtime, mtime); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func random(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	rng := rand.New(rand.NewPCG(seed, 1))
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
+	fstreetest.WriteTree(t, dir, files, time.Date(2021, 3, 4, 5, 6, 7, 0, time.UTC))
 }
 
 var compareExFAT = fstreetest.CompareOptions{Mtime: 10 * time.Millisecond}
@@ -140,7 +103,7 @@ func TestExFAT(t *testing.T) {
 		"emoji 🎉.txt":                            []byte("surrogates\n"),
 		"empty":                                  nil,
 		"emptydir/":                              nil,
-		"big.bin":                                random(1, 3<<20+5),
+		"big.bin":                                fstreetest.Random(1, 3<<20+5),
 		strings.Repeat("long name ", 25) + "end": []byte("255 units\n"),
 		strings.Repeat("level/", 12) + "bottom.txt": []byte("deep\n"),
 	}
@@ -181,7 +144,7 @@ func TestFragmented(t *testing.T) {
 	}
 	for i := range 20 {
 		for j := range outs {
-			chunk := random(uint64(i*10+j), 4096+j*100)
+			chunk := fstreetest.Random(uint64(i*10+j), 4096+j*100)
 			for _, f := range []*os.File{outs[j], ins[j]} {
 				if _, err := f.Write(chunk); err != nil {
 					t.Fatal(err)
@@ -199,21 +162,21 @@ func TestFragmented(t *testing.T) {
 	fstreetest.Compare(t, fsys, src, fstreetest.CompareOptions{})
 	for _, name := range []string{"a", "b", "c"} {
 		f := contentsOf(t, fsys, name)
-		if f.ext.contiguous || len(f.ext.runs) < 2 {
-			t.Errorf("%s: contiguous %v, %d runs; want a fragmented chain", name, f.ext.contiguous, len(f.ext.runs))
+		if f.Runs() < 2 {
+			t.Errorf("%s: %d runs; want a fragmented chain", name, f.Runs())
 		}
 	}
 }
 
-func contentsOf(t *testing.T, fsys *fstree.FS, name string) *file {
+func contentsOf(t *testing.T, fsys *fstree.FS, name string) *fatchain.File {
 	t.Helper()
 	r := fsys.Reader().(*Reader)
 	ra, err := r.Contents(lookup(t, fsys, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := ra.(*file)
-	if _, err := io.ReadAll(io.NewSectionReader(f, 0, f.size)); err != nil {
+	f := ra.(*fatchain.File)
+	if _, err := io.ReadAll(io.NewSectionReader(f, 0, f.Size())); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -273,50 +236,33 @@ func TestMeta(t *testing.T) {
 	}
 }
 
-// countingReader counts the reads of the volume.
-type countingReader struct {
-	r            io.ReaderAt
-	reads, bytes atomic.Int64
-}
-
-func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
-	c.reads.Add(1)
-	c.bytes.Add(int64(len(p)))
-	return c.r.ReadAt(p, off)
-}
-
 // Reading a small file reads its directory and its cluster, not the rest
 // of the volume; 100 bytes of a big file cost about as little.
 func TestSmallRead(t *testing.T) {
 	src := t.TempDir()
-	tree(t, src, map[string][]byte{"sub/small.txt": []byte("small"), "big.bin": random(7, 4<<20)})
+	tree(t, src, map[string][]byte{"sub/small.txt": []byte("small"), "big.bin": fstreetest.Random(7, 4<<20)})
 	img := mkfs(t, 32<<20)
 	mnt, unmount := mount(t, img)
 	fill(t, mnt, src)
 	unmount()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	c := &countingReader{r: f}
-	r, err := Open(c, st.Size())
+	f, size := fstreetest.OpenImage(t, img)
+	c := &fstreetest.CountingReaderAt{R: f}
+	r, err := Open(c, size)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fsys := fstree.New(r)
-	c.reads.Store(0)
-	c.bytes.Store(0)
+	c.Reads.Store(0)
+	c.Bytes.Store(0)
 	b, err := fs.ReadFile(fsys, "sub/small.txt")
 	if err != nil || string(b) != "small" {
 		t.Fatalf("read %q, %v", b, err)
 	}
 	cs := r.vol.clusterSize
-	if n, size := c.reads.Load(), c.bytes.Load(); n > 3 || size > 2*cs+fatPage {
+	if n, size := c.Reads.Load(), c.Bytes.Load(); n > 3 || size > 2*cs+fatchain.PageSize {
 		t.Errorf("%d reads of %d bytes for a 5-byte file", n, size)
 	}
-	c.bytes.Store(0)
+	c.Bytes.Store(0)
 	big, err := fsys.Open("big.bin")
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +271,7 @@ func TestSmallRead(t *testing.T) {
 	if _, err := big.(io.ReaderAt).ReadAt(buf, 3<<20); err != nil {
 		t.Fatal(err)
 	}
-	if size := c.bytes.Load(); size > cs+fatPage {
+	if size := c.Bytes.Load(); size > cs+fatchain.PageSize {
 		t.Errorf("read %d bytes for 100 bytes of a big file", size)
 	}
 }
@@ -334,7 +280,7 @@ func TestConcurrent(t *testing.T) {
 	src := t.TempDir()
 	files := map[string][]byte{}
 	for i := range 20 {
-		files[fmt.Sprintf("d%d/file %d.bin", i%4, i)] = random(uint64(i), 10000+i*3000)
+		files[fmt.Sprintf("d%d/file %d.bin", i%4, i)] = fstreetest.Random(uint64(i), 10000+i*3000)
 	}
 	tree(t, src, files)
 	img := mkfs(t, 16<<20, "-c", "512")
@@ -342,30 +288,7 @@ func TestConcurrent(t *testing.T) {
 	fill(t, mnt, src)
 	unmount()
 	_, fsys := openImage(t, img)
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 20 {
-				name := fmt.Sprintf("d%d/file %d.bin", i%4, i)
-				f, err := fsys.Open(name)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				want := files[name]
-				off := (g * 997) % len(want)
-				got := make([]byte, len(want)-off)
-				if _, err := f.(io.ReaderAt).ReadAt(got, int64(off)); err != nil && err != io.EOF {
-					t.Error(err)
-				}
-				if !bytes.Equal(got, want[off:]) {
-					t.Errorf("%s at %d: wrong data", name, off)
-				}
-				f.Close()
-			}
-		})
-	}
-	wg.Wait()
+	fstreetest.ConcurrentReads(t, fsys, files)
 }
 
 func appendFile(t testing.TB, name string, data []byte) {

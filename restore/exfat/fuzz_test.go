@@ -10,7 +10,7 @@ import (
 func FuzzOpen(f *testing.F) {
 	src := f.TempDir()
 	tree(f, src, map[string][]byte{
-		"a.bin":                 random(9, 5000),
+		"a.bin":                 fstreetest.Random(9, 5000),
 		"a long name.txt":       []byte("long"),
 		"Dir/Sub/日本語.txt":       []byte("deep"),
 		"Dir/Ünïcödé/empty.txt": nil,
@@ -20,7 +20,7 @@ func FuzzOpen(f *testing.F) {
 	fill(f, mnt, src)
 	for range 3 { // two files appended to in turn: FAT chains
 		for _, name := range []string{mnt + "/frag1", mnt + "/frag2"} {
-			appendFile(f, name, random(1, 700))
+			appendFile(f, name, fstreetest.Random(1, 700))
 		}
 	}
 	unmount()

@@ -13,6 +13,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
+	"github.com/bulwarkbackup/bulwark/restore/fstree/fstreetest"
 )
 
 // victim is a small exFAT image, made by the tools, for tests to damage.
@@ -22,7 +23,7 @@ type victim struct {
 }
 
 var victimFiles = map[string][]byte{
-	"contig.bin": random(11, 3*4096),
+	"contig.bin": fstreetest.Random(11, 3*4096),
 	"other.txt":  []byte("other"),
 	"sub/x.txt":  []byte("x"),
 }
@@ -65,7 +66,7 @@ func makeVictim(t *testing.T) []byte {
 	}
 	for i := range 3 {
 		for j, f := range fs {
-			if _, err := f.Write(random(uint64(20+i*2+j), 4096)); err != nil {
+			if _, err := f.Write(fstreetest.Random(uint64(20+i*2+j), 4096)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -117,13 +118,6 @@ func (v *victim) fs(t *testing.T) *fstree.FS {
 		t.Fatal(err)
 	}
 	return fstree.New(r)
-}
-
-func wantCorrupt(t *testing.T, err error, what string) {
-	t.Helper()
-	if !errors.Is(err, fstree.ErrCorrupt) {
-		t.Errorf("%s: %v, want an error wrapping ErrCorrupt", what, err)
-	}
 }
 
 func TestVictim(t *testing.T) {
@@ -189,7 +183,7 @@ func TestHostileFiles(t *testing.T) {
 			tc.damage(t, v)
 			fsys := v.fs(t)
 			_, err := fs.ReadFile(fsys, tc.file)
-			wantCorrupt(t, err, "read")
+			fstreetest.WantCorrupt(t, "read", err)
 			if err != nil && !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("%v, want it to say %q", err, tc.msg)
 			}
@@ -211,7 +205,7 @@ func TestHostileDirectories(t *testing.T) {
 		v := newVictim(t)
 		v.setFAT(v.vol.rootCluster, v.vol.rootCluster)
 		_, err := v.fs(t).ReadDir(".")
-		wantCorrupt(t, err, "ReadDir")
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	t.Run("contains itself", func(t *testing.T) {
 		v := newVictim(t)
@@ -220,7 +214,7 @@ func TestHostileDirectories(t *testing.T) {
 		v.img[off+32+1] &^= flagNoFatChain
 		v.fix(off)
 		_, err := v.fs(t).ReadDir("sub")
-		wantCorrupt(t, err, "ReadDir")
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	for _, bad := range []string{"a/b", "..", "."} {
 		t.Run("name "+bad, func(t *testing.T) {
@@ -232,7 +226,7 @@ func TestHostileDirectories(t *testing.T) {
 			}
 			v.fix(off)
 			entries, err := v.fs(t).ReadDir(".")
-			wantCorrupt(t, err, "ReadDir")
+			fstreetest.WantCorrupt(t, "ReadDir", err)
 			if len(entries) != 4 { // contig.bin frag1 frag2 sub
 				t.Errorf("%d entries beside %q, want 4", len(entries), bad)
 			}
@@ -244,13 +238,13 @@ func TestHostileDirectories(t *testing.T) {
 		v.img[off+32] = typeName
 		v.fix(off)
 		_, err := v.fs(t).ReadDir(".")
-		wantCorrupt(t, err, "ReadDir")
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	t.Run("unknown critical entry", func(t *testing.T) {
 		v := newVictim(t)
 		v.img[v.set(t, "other.txt")] = 0x86
 		_, err := v.fs(t).ReadDir(".")
-		wantCorrupt(t, err, "ReadDir")
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 }
 
@@ -287,7 +281,7 @@ func TestValidDataLength(t *testing.T) {
 	const valid = 5000
 	binary.LittleEndian.PutUint64(v.img[off+32+8:], valid)
 	v.fix(off)
-	c := &countingReader{r: bytes.NewReader(v.img)}
+	c := &fstreetest.CountingReaderAt{R: bytes.NewReader(v.img)}
 	r, err := Open(c, int64(len(v.img)))
 	if err != nil {
 		t.Fatal(err)
@@ -305,12 +299,12 @@ func TestValidDataLength(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.bytes.Store(0)
+	c.Bytes.Store(0)
 	buf := make([]byte, 4096)
 	if n, err := f.(io.ReaderAt).ReadAt(buf, 8000); n != len(buf) || err != nil || !bytes.Equal(buf, make([]byte, 4096)) {
 		t.Errorf("ReadAt past the valid length: %d, %v", n, err)
 	}
-	if c.bytes.Load() != 0 {
-		t.Errorf("read %d bytes of the volume for zeros", c.bytes.Load())
+	if c.Bytes.Load() != 0 {
+		t.Errorf("read %d bytes of the volume for zeros", c.Bytes.Load())
 	}
 }

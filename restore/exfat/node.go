@@ -1,10 +1,10 @@
 package exfat
 
 import (
-	"io/fs"
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
+	"github.com/bulwarkbackup/bulwark/restore/internal/fatchain"
 )
 
 // Stream extension flags.
@@ -24,24 +24,6 @@ type node struct {
 
 func (n *node) isDir() bool { return n.attr&attrDir != 0 }
 
-// Meta gives exFAT's attributes and times. exFAT has no owners nor
-// permissions: files read as 0644 and directories as 0755, less the write
-// bits when the read-only attribute is set.
 func (n *node) Meta() fstree.Meta {
-	m := fstree.Meta{
-		Mode:       0o644,
-		Size:       int64(n.size),
-		Mtime:      n.mtime,
-		Atime:      n.atime,
-		Btime:      n.btime,
-		Nlink:      1,
-		Attributes: uint32(n.attr & 0x37),
-	}
-	if n.isDir() {
-		m.Mode, m.Size = fs.ModeDir|0o755, 0
-	}
-	if n.attr&attrReadOnly != 0 {
-		m.Mode &^= 0o222
-	}
-	return m
+	return fatchain.Meta(n.attr, int64(n.size), n.mtime, n.atime, n.btime)
 }

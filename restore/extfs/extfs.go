@@ -24,7 +24,9 @@ type Reader struct {
 	sb    superblock
 	bs    int64  // block size in bytes
 	limit uint64 // first block number past both the filesystem and the volume
-	cache *blockCache
+	// cache holds volume blocks by number. They are shared: none may be
+	// written.
+	cache *fstree.Cache[uint64, []byte]
 	root  *inode
 }
 
@@ -52,7 +54,7 @@ func Open(vol io.ReaderAt, size int64) (*Reader, error) {
 	}
 	r := &Reader{vol: vol, sb: sb, bs: sb.blockSize()}
 	r.limit = min(sb.blocksCount, uint64(size/r.bs))
-	r.cache = newBlockCache(cacheBytes / int(r.bs))
+	r.cache = fstree.NewCache[uint64, []byte](cacheBytes, 0)
 	if r.root, err = r.inode(rootIno); err != nil {
 		return nil, fmt.Errorf("ext: root directory: %w", err)
 	}

@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,33 +30,12 @@ func mkfs(t *testing.T, src, size string, args ...string) string {
 	return img
 }
 
-// countingReader counts the reads of a volume.
-type countingReader struct {
-	r     io.ReaderAt
-	reads atomic.Int64
-	bytes atomic.Int64
-}
-
-func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
-	c.reads.Add(1)
-	c.bytes.Add(int64(len(p)))
-	return c.r.ReadAt(p, off)
-}
-
 // openImage opens an image file with the reader, counting its reads.
-func openImage(t *testing.T, img string) (*fstree.FS, *countingReader) {
+func openImage(t *testing.T, img string) (*fstree.FS, *fstreetest.CountingReaderAt) {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &countingReader{r: f}
-	r, err := extfs.Open(c, st.Size())
+	f, size := fstreetest.OpenImage(t, img)
+	c := &fstreetest.CountingReaderAt{R: f}
+	r, err := extfs.Open(c, size)
 	if err != nil {
 		t.Fatalf("open %s: %v", img, err)
 	}
@@ -66,16 +43,6 @@ func openImage(t *testing.T, img string) (*fstree.FS, *countingReader) {
 }
 
 func skipLostFound(p string) bool { return p == "lost+found" }
-
-// pattern returns n bytes that differ from block to block and file to file.
-func pattern(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	rng := rand.New(rand.NewPCG(seed, 42))
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
-}
 
 // makeTree writes the source tree most tests image: every file type and
 // the shapes of file that exercise block maps and extents.
@@ -101,12 +68,12 @@ func makeTree(t *testing.T) string {
 	write("one", []byte("1"))
 	// Past i_block, within the inode: inline data continues in an
 	// extended attribute.
-	write("inline100", pattern(100, 100))
+	write("inline100", fstreetest.Random(100, 100))
 	for i := range 5 {
 		write("inlinedir/entry-"+strconv.Itoa(i), nil)
 	}
 	for i, n := range []int{1023, 1024, 1025, 4095, 4096, 4097, 13*1024 + 1, 300001} {
-		write(filepath.Join("odd", strings.Repeat("s", i+1)), pattern(uint64(n), n))
+		write(filepath.Join("odd", strings.Repeat("s", i+1)), fstreetest.Random(uint64(n), n))
 	}
 	// Holes: at the start, between data, at the end, and past the triple
 	// indirect threshold of 1 KiB blocks (12+256+65536 blocks).
@@ -116,7 +83,7 @@ func makeTree(t *testing.T) string {
 		must(err)
 		defer f.Close()
 		for i, off := range offs {
-			_, err := f.WriteAt(pattern(uint64(off), 5000+i), off)
+			_, err := f.WriteAt(fstreetest.Random(uint64(off), 5000+i), off)
 			must(err)
 		}
 		must(f.Truncate(size))
@@ -384,7 +351,7 @@ func TestHtree(t *testing.T) {
 				t.Fatal(err)
 			}
 			bs, _ := strconv.Atoi(v.bs)
-			if n := c.bytes.Load(); n > int64(10*bs+1024) {
+			if n := c.Bytes.Load(); n > int64(10*bs+1024) {
 				t.Errorf("one lookup read %d bytes, want at most %d", n, 10*bs+1024)
 			}
 			for _, name := range names {
@@ -432,7 +399,7 @@ func toolPath(name string) string {
 func TestHugeSparse(t *testing.T) {
 	src := t.TempDir()
 	const size = 5<<30 + 12345
-	tail := pattern(7, 10000)
+	tail := fstreetest.Random(7, 10000)
 	f, err := os.Create(filepath.Join(src, "huge"))
 	if err != nil {
 		t.Fatal(err)
@@ -457,7 +424,7 @@ func TestHugeSparse(t *testing.T) {
 				t.Fatal(err)
 			}
 			ra := file.(io.ReaderAt)
-			before := c.bytes.Load()
+			before := c.Bytes.Load()
 			buf := make([]byte, 1<<20)
 			for _, off := range []int64{0, 1 << 30, 1<<32 - 1<<20} {
 				if n, err := ra.ReadAt(buf, off); n != len(buf) || err != nil || !bytes.Equal(buf, make([]byte, len(buf))) {
@@ -465,7 +432,7 @@ func TestHugeSparse(t *testing.T) {
 				}
 			}
 			// Indirect blocks of ext3 are metadata, read once each.
-			if read := c.bytes.Load() - before; read > 64<<10 {
+			if read := c.Bytes.Load() - before; read > 64<<10 {
 				t.Errorf("reading 3 MiB of holes read %d bytes of the volume", read)
 			}
 			got := make([]byte, len(tail)+100)
@@ -496,7 +463,7 @@ func TestFewReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, big := range []int{0, 1, 2, 3} {
-		if err := os.WriteFile(filepath.Join(src, "big"+strconv.Itoa(big)), pattern(uint64(big), 3<<20), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(src, "big"+strconv.Itoa(big)), fstreetest.Random(uint64(big), 3<<20), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -506,13 +473,13 @@ func TestFewReads(t *testing.T) {
 	if err != nil || string(b) != "small file\n" {
 		t.Fatalf("small: %q, %v", b, err)
 	}
-	if n := c.reads.Load(); n > 6 {
+	if n := c.Reads.Load(); n > 6 {
 		t.Errorf("open and read a small file: %d reads, want at most 6", n)
 	}
-	if n := c.bytes.Load(); n > 32<<10 {
+	if n := c.Bytes.Load(); n > 32<<10 {
 		t.Errorf("open and read a small file: %d bytes, want at most 32 KiB", n)
 	}
-	before := c.reads.Load()
+	before := c.Reads.Load()
 	f, err := fsys.Open("big1")
 	if err != nil {
 		t.Fatal(err)
@@ -521,10 +488,10 @@ func TestFewReads(t *testing.T) {
 	if _, err := f.(io.ReaderAt).ReadAt(buf, 2<<20+17); err != nil {
 		t.Fatal(err)
 	}
-	if want := pattern(1, 3<<20)[2<<20+17:][:100]; !bytes.Equal(buf, want) {
+	if want := fstreetest.Random(1, 3<<20)[2<<20+17:][:100]; !bytes.Equal(buf, want) {
 		t.Errorf("big1 at 2 MiB differs")
 	}
-	if n := c.reads.Load() - before; n > 3 {
+	if n := c.Reads.Load() - before; n > 3 {
 		t.Errorf("100 bytes of a large file: %d reads", n)
 	}
 }
@@ -532,47 +499,17 @@ func TestFewReads(t *testing.T) {
 // TestConcurrent reads many files at random offsets from many goroutines.
 func TestConcurrent(t *testing.T) {
 	src := t.TempDir()
-	var files [][]byte
+	files := map[string][]byte{}
 	for i := range 16 {
-		data := pattern(uint64(i), 20000+i*7919)
-		files = append(files, data)
-		if err := os.WriteFile(filepath.Join(src, "f"+strconv.Itoa(i)), data, 0o644); err != nil {
+		name := "f" + strconv.Itoa(i)
+		files[name] = fstreetest.Random(uint64(i), 20000+i*7919)
+		if err := os.WriteFile(filepath.Join(src, name), files[name], 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	img := mkfs(t, src, "16M", "-t", "ext3", "-b", "1024")
 	fsys, _ := openImage(t, img)
-	errs := make(chan error, 32)
-	for g := range 32 {
-		go func() {
-			rng := rand.New(rand.NewPCG(uint64(g), 1))
-			for range 200 {
-				i := rng.IntN(len(files))
-				f, err := fsys.Open("f" + strconv.Itoa(i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				off := rng.IntN(len(files[i]))
-				buf := make([]byte, rng.IntN(5000)+1)
-				n, err := f.(io.ReaderAt).ReadAt(buf, int64(off))
-				if err != nil && err != io.EOF {
-					errs <- err
-					return
-				}
-				if !bytes.Equal(buf[:n], files[i][off:off+n]) {
-					errs <- errors.New("f" + strconv.Itoa(i) + ": data differs")
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range 32 {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
+	fstreetest.ConcurrentReads(t, fsys, files)
 }
 
 func TestUnrecognized(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+
+	"github.com/bulwarkbackup/bulwark/restore/fstree"
 )
 
 // run is a stretch of a file's blocks that map alike: to consecutive
@@ -66,15 +68,9 @@ type fileReader struct {
 }
 
 func (f *fileReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("inode %d: read at negative offset %d", f.ino, off)
-	}
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if rem := f.size - off; int64(len(p)) > rem {
-		p, eof = p[:rem], io.EOF
+	p, eof := fstree.ClipRead(p, off, f.size)
+	if len(p) == 0 {
+		return 0, eof
 	}
 	bs := f.r.bs
 	for done := 0; done < len(p); {

@@ -28,7 +28,7 @@ func FuzzOpen(f *testing.F) {
 	}
 	write("a/b/file", []byte("nested\n"))
 	write("tiny", []byte("x"))
-	write("blocks", pattern(1, 14*1024+5)) // past the direct blocks of 1 KiB
+	write("blocks", fstreetest.Random(1, 14*1024+5)) // past the direct blocks of 1 KiB
 	for i := range 40 {
 		write("dir/entry-with-a-long-name-"+strconv.Itoa(i), nil)
 	}

@@ -40,7 +40,7 @@ func hostileTree(t *testing.T) string {
 		t.Fatal(err)
 	}
 	for i := range 8 { // more extents than the inode holds
-		if _, err := f.WriteAt(pattern(uint64(i), 100), int64(i)<<16); err != nil {
+		if _, err := f.WriteAt(fstreetest.Random(uint64(i), 100), int64(i)<<16); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -78,14 +78,6 @@ func openFS(t *testing.T, img string) *fstree.FS {
 	return fsys
 }
 
-func wantCorrupt(t *testing.T, what string, err error) {
-	t.Helper()
-	t.Logf("%s: %v", what, err)
-	if !errors.Is(err, fstree.ErrCorrupt) {
-		t.Errorf("%s: %v, want an error wrapping ErrCorrupt", what, err)
-	}
-}
-
 // readAll reads a file of fsys whole.
 func readAll(fsys fs.FS, name string) error {
 	_, err := fs.ReadFile(fsys, name)
@@ -103,12 +95,12 @@ func TestHostileDirectoryLoops(t *testing.T) {
 	fsys := openFS(t, img)
 	for _, name := range []string{"a/b/c/up", "a/b/self", "a/root"} {
 		_, err := fsys.Stat(name)
-		wantCorrupt(t, name, err)
+		fstreetest.WantCorrupt(t, name, err)
 		_, err = fsys.ReadDir(name)
-		wantCorrupt(t, name, err)
+		fstreetest.WantCorrupt(t, name, err)
 	}
 	_, err := fsys.ReadDir("a/b")
-	wantCorrupt(t, "a/b, which lists a/b/c twice", err)
+	fstreetest.WantCorrupt(t, "a/b, which lists a/b/c twice", err)
 	if _, err := fsys.ReadDir("a/b/c"); err != nil {
 		t.Errorf("a/b/c: %v", err)
 	}
@@ -146,7 +138,7 @@ func TestHostileExtents(t *testing.T) {
 	mk := func(t *testing.T) string { return mkfs(t, src, "8M", "-t", "ext4", "-b", "1024") }
 	read := func(t *testing.T, img, name string) {
 		t.Helper()
-		wantCorrupt(t, name, readAll(openFS(t, img), name))
+		fstreetest.WantCorrupt(t, name, readAll(openFS(t, img), name))
 	}
 
 	t.Run("depth", func(t *testing.T) {
@@ -179,7 +171,7 @@ func TestHostileExtents(t *testing.T) {
 			t.Fatalf("small: %v, %v", info, err)
 		}
 		_, err = fsys.Open("small")
-		wantCorrupt(t, "open", err)
+		fstreetest.WantCorrupt(t, "open", err)
 	})
 	t.Run("garbage", func(t *testing.T) {
 		img := mk(t)
@@ -214,12 +206,12 @@ func TestHostileBlockMap(t *testing.T) {
 	t.Run("direct-beyond-volume", func(t *testing.T) {
 		img := mk(t)
 		debugfs(t, img, "sif small block[0] 0x7fffff00")
-		wantCorrupt(t, "small", readAll(openFS(t, img), "small"))
+		fstreetest.WantCorrupt(t, "small", readAll(openFS(t, img), "small"))
 	})
 	t.Run("indirect-beyond-volume", func(t *testing.T) {
 		img := mk(t)
 		debugfs(t, img, "sif frag block[IND] 0x7fffff00")
-		wantCorrupt(t, "frag", readAll(openFS(t, img), "frag"))
+		fstreetest.WantCorrupt(t, "frag", readAll(openFS(t, img), "frag"))
 	})
 	t.Run("cross-linked", func(t *testing.T) {
 		// The double indirect block is the single indirect one: its data
@@ -242,7 +234,7 @@ func TestHostileBlockMap(t *testing.T) {
 		// Past what three levels of 256 pointers address.
 		debugfs(t, img, "sif small size 0x4000000000")
 		_, err := openFS(t, img).Open("small")
-		wantCorrupt(t, "small", err)
+		fstreetest.WantCorrupt(t, "small", err)
 	})
 }
 
@@ -271,7 +263,7 @@ func TestHostileDirectories(t *testing.T) {
 		}
 		patch(t, img, root+int64(i)+4, []byte("/"))
 		entries, err := openFS(t, img).ReadDir(".")
-		wantCorrupt(t, "ReadDir", err)
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 		if len(entries) < 3 {
 			t.Errorf("ReadDir gave %d entries with its error, want the others", len(entries))
 		}
@@ -281,14 +273,14 @@ func TestHostileDirectories(t *testing.T) {
 		root := rootBlock(t, img)
 		patch(t, img, root+12+4, []byte{3, 0}) // ".." of length 3
 		_, err := openFS(t, img).ReadDir(".")
-		wantCorrupt(t, "ReadDir", err)
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	t.Run("rec_len-past-block", func(t *testing.T) {
 		img := mk(t)
 		root := rootBlock(t, img)
 		patch(t, img, root+12+4, []byte{0, 8}) // ".." of 2048 bytes in a 1 KiB block
 		_, err := openFS(t, img).ReadDir(".")
-		wantCorrupt(t, "ReadDir", err)
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	t.Run("inode-out-of-range", func(t *testing.T) {
 		img := mk(t)
@@ -297,7 +289,7 @@ func TestHostileDirectories(t *testing.T) {
 		i := bytes.Index(b[root:root+1024], []byte("evil-name-1"))
 		patch(t, img, root+int64(i)-8, []byte{0xff, 0xff, 0xff, 0x7f})
 		_, err := openFS(t, img).ReadDir(".")
-		wantCorrupt(t, "ReadDir", err)
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	t.Run("type-mismatch", func(t *testing.T) {
 		img := mk(t)
@@ -306,19 +298,19 @@ func TestHostileDirectories(t *testing.T) {
 		i := bytes.Index(b[root:root+1024], []byte("evil-name-1"))
 		patch(t, img, root+int64(i)-1, []byte{2}) // says directory
 		_, err := openFS(t, img).Stat("evil-name-1")
-		wantCorrupt(t, "Stat", err)
+		fstreetest.WantCorrupt(t, "Stat", err)
 	})
 	t.Run("free-inode", func(t *testing.T) {
 		img := mk(t)
 		debugfs(t, img, "clri evil-name-2")
 		_, err := openFS(t, img).Stat("evil-name-2")
-		wantCorrupt(t, "Stat", err)
+		fstreetest.WantCorrupt(t, "Stat", err)
 	})
 	t.Run("huge-directory", func(t *testing.T) {
 		img := mk(t)
 		debugfs(t, img, "sif a size 0x40000000")
 		_, err := openFS(t, img).ReadDir("a")
-		wantCorrupt(t, "ReadDir", err)
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	t.Run("htree", func(t *testing.T) {
 		src := t.TempDir()
@@ -361,7 +353,7 @@ func TestHostileDirectories(t *testing.T) {
 				}
 				fsys := openFS(t, img)
 				_, err = fsys.Stat("dir/a-rather-long-file-name-7")
-				wantCorrupt(t, "Stat", err)
+				fstreetest.WantCorrupt(t, "Stat", err)
 				// Listing reads the leaves, not the index.
 				if entries, err := fsys.ReadDir("dir"); err != nil || len(entries) != 200 {
 					t.Errorf("ReadDir: %d entries, %v", len(entries), err)
@@ -374,7 +366,7 @@ func TestHostileDirectories(t *testing.T) {
 		fstreetest.Run(t, "debugfs", "-w", "-R", "symlink link "+string(bytes.Repeat([]byte("x"), 100)), img)
 		debugfs(t, img, "sif link size 100000")
 		_, err := openFS(t, img).ReadLink("link")
-		wantCorrupt(t, "ReadLink", err)
+		fstreetest.WantCorrupt(t, "ReadLink", err)
 	})
 }
 
@@ -400,7 +392,7 @@ func TestHostileSuperblock(t *testing.T) {
 			}
 			defer f.Close()
 			_, err = extfs.Open(f, 8<<20)
-			wantCorrupt(t, "Open", err)
+			fstreetest.WantCorrupt(t, "Open", err)
 		})
 	}
 	t.Run("truncated-volume", func(t *testing.T) {
@@ -412,7 +404,7 @@ func TestHostileSuperblock(t *testing.T) {
 		if err == nil {
 			err = readAll(fstree.New(r), "frag")
 		}
-		wantCorrupt(t, "frag", err)
+		fstreetest.WantCorrupt(t, "frag", err)
 	})
 }
 

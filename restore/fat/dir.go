@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf16"
+
+	"github.com/bulwarkbackup/bulwark/restore/internal/fatchain"
 )
 
 // A FAT directory holds at most 65536 entries of 32 bytes.
@@ -13,11 +15,9 @@ const maxDirSize = 65536 * 32
 
 // Directory entry attributes.
 const (
-	attrReadOnly = 0x01
 	attrVolumeID = 0x08
-	attrDir      = 0x10
+	attrDir      = fatchain.AttrDir
 	attrLongName = 0x0F // read-only, hidden, system and volume ID at once
-	attrMask     = 0x37 // the bits that are Windows file attributes
 )
 
 // dirent is a parsed directory entry.
@@ -36,20 +36,20 @@ func (r *Reader) list(d *node) ([]dirent, error) {
 	if d.root && r.vol.bits != 32 {
 		key = 0
 	}
-	if list, ok := r.dirs.get(key); ok {
+	if list, ok := r.dirs.Get(key); ok {
 		return list, nil
 	}
 	it := &dirIter{r: r}
 	if key == 0 {
 		it.fixed, it.left = r.vol.rootOffset, r.vol.rootSize
 	} else {
-		it.chain = r.chain(d.cluster, uint32(max(maxDirSize/r.vol.clusterSize, 1)), fmt.Sprintf("directory at cluster %d", d.cluster))
+		it.chain = r.chains.NewChain(d.cluster, uint32(max(maxDirSize/r.vol.clusterSize, 1)), fmt.Sprintf("directory at cluster %d", d.cluster))
 	}
 	list, err := parseDir(it, d.root)
 	if err != nil {
 		return nil, err
 	}
-	r.dirs.add(key, list, len(list)+1)
+	r.dirs.Add(key, list, int64(len(list)+1))
 	return list, nil
 }
 
@@ -57,9 +57,9 @@ func (r *Reader) list(d *node) ([]dirent, error) {
 // reading a cluster (or a piece of the fixed root directory) at a time.
 type dirIter struct {
 	r     *Reader
-	chain *chain // nil for the fixed root directory
-	fixed int64  // fixed root: where the unread part starts
-	left  int64  // and its size
+	chain *fatchain.Chain // nil for the fixed root directory
+	fixed int64           // fixed root: where the unread part starts
+	left  int64           // and its size
 	buf   []byte
 	pos   int
 }
@@ -80,7 +80,7 @@ func (it *dirIter) next() ([]byte, error) {
 		it.fixed += n
 		it.left -= n
 	} else {
-		c, _, err := it.chain.next()
+		c, _, err := it.chain.Next()
 		if err != nil || c == 0 {
 			return nil, err
 		}
@@ -90,7 +90,7 @@ func (it *dirIter) next() ([]byte, error) {
 		it.buf = make([]byte, n)
 	}
 	it.buf = it.buf[:n]
-	if m, err := it.r.dev.ReadAt(it.buf, off); int64(m) < n {
+	if m, err := it.r.chains.Dev.ReadAt(it.buf, off); int64(m) < n {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}

@@ -14,16 +14,22 @@ import (
 	"io/fs"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
+	"github.com/bulwarkbackup/bulwark/restore/internal/fatchain"
 )
+
+// dirCacheEntries bounds the directory entries a Reader keeps, so that a
+// few huge directories cannot hold much memory.
+const dirCacheEntries = 1 << 16
 
 // Reader reads one FAT volume. It is safe for concurrent use.
 type Reader struct {
-	dev   io.ReaderAt
 	vol   volume
 	label string
 	root  *node
-	fat   *lru[int64, []byte]    // FAT pages by index
-	dirs  *lru[uint32, []dirent] // listings by first cluster (0: FAT12/16 root)
+	fat   *fatchain.Table
+	// chains reads the device: its clusters, through their chains.
+	chains fatchain.Volume
+	dirs   *fstree.Cache[uint32, []dirent] // listings by first cluster (0: FAT12/16 root)
 }
 
 var _ fstree.Reader = (*Reader)(nil)
@@ -35,11 +41,11 @@ func Open(r io.ReaderAt, size int64) (*Reader, error) {
 		return nil, err
 	}
 	fr := &Reader{
-		dev:  r,
 		vol:  vol,
-		fat:  newLRU[int64, []byte](fatCachePages),
-		dirs: newLRU[uint32, []dirent](dirCacheEntries),
+		fat:  fatchain.NewTable(r, vol.fatOffset, vol.fatSize),
+		dirs: fstree.NewCache[uint32, []dirent](dirCacheEntries, 0),
 	}
+	fr.chains = fatchain.Volume{Dev: r, ClusterSize: vol.clusterSize, Heap: vol.dataOffset, Clusters: vol.clusters, Link: fr.link}
 	fr.root = &node{attr: attrDir, cluster: vol.rootCluster, root: true}
 	fr.label = vol.label
 	// Windows and mlabel keep the label in the root directory; the copy in
@@ -126,7 +132,10 @@ func (r *Reader) Contents(file fstree.Node) (io.ReaderAt, error) {
 	if n.cluster == 0 {
 		return nil, fmt.Errorf("file of %d bytes without a cluster: %w", n.size, fstree.ErrCorrupt)
 	}
-	return r.newFile(n.cluster, int64(n.size)), nil
+	cs := r.vol.clusterSize
+	want := uint32((int64(n.size) + cs - 1) / cs)
+	what := fmt.Sprintf("file at cluster %d", n.cluster)
+	return r.chains.Chained(n.cluster, want, false, what).File(int64(n.size), int64(n.size)), nil
 }
 
 // ReadLink fails: FAT has no symlinks.

@@ -1,21 +1,18 @@
 package fat
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
 	"github.com/bulwarkbackup/bulwark/restore/fstree/fstreetest"
+	"github.com/bulwarkbackup/bulwark/restore/internal/fatchain"
 )
 
 // mkfs makes a FAT image of kb KiB with mkfs.vfat.
@@ -51,16 +48,8 @@ func fill(t testing.TB, img, src string) {
 
 func open(t testing.TB, img string) (*Reader, *fstree.FS) {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(f, st.Size())
+	f, size := fstreetest.OpenImage(t, img)
+	r, err := Open(f, size)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -72,34 +61,7 @@ func open(t testing.TB, img string) (*Reader, *fstree.FS) {
 // rounds down.
 func tree(t testing.TB, dir string, files map[string][]byte) {
 	t.Helper()
-	mtime := time.Date(2021, 3, 4, 5, 6, 7, 890e6, time.UTC)
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if strings.HasSuffix(name, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(p, mtime, mtime); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func random(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	rng := rand.New(rand.NewPCG(seed, 1))
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
+	fstreetest.WriteTree(t, dir, files, time.Date(2021, 3, 4, 5, 6, 7, 890e6, time.UTC))
 }
 
 var compareFAT = fstreetest.CompareOptions{Mtime: 2 * time.Second}
@@ -156,7 +118,7 @@ func TestFAT16(t *testing.T) {
 		}
 		files["many/"+name] = []byte(fmt.Sprint(i))
 	}
-	files["big.bin"] = random(1, 3<<20+123)
+	files["big.bin"] = fstreetest.Random(1, 3<<20+123)
 	tree(t, src, files)
 	img := mkfs(t, 16<<10, "-F", "16", "-n", "SIXTEEN")
 	fill(t, img, src)
@@ -177,7 +139,7 @@ func TestFAT32(t *testing.T) {
 		t.Run(fmt.Sprint(tc.sector), func(t *testing.T) {
 			src := t.TempDir()
 			files := names()
-			files["big.bin"] = random(2, 5<<20+7)
+			files["big.bin"] = fstreetest.Random(2, 5<<20+7)
 			tree(t, src, files)
 			img := mkfs(t, tc.kb, "-F", "32", "-S", fmt.Sprint(tc.sector), "-s", "1", "-n", "THIRTYTWO")
 			fill(t, img, src)
@@ -208,22 +170,22 @@ func TestSmallFAT32(t *testing.T) {
 func TestFragmented(t *testing.T) {
 	src := t.TempDir()
 	tree(t, src, map[string][]byte{
-		"a": random(3, 5000), "b": random(4, 5000), "c": random(5, 5000),
+		"a": fstreetest.Random(3, 5000), "b": fstreetest.Random(4, 5000), "c": fstreetest.Random(5, 5000),
 	})
 	img := mkfs(t, 4096, "-F", "16", "-s", "1")
 	fill(t, img, src)
 	mtools(t, "mdel", img, "::/b")
 	os.Remove(filepath.Join(src, "b"))
-	tree(t, src, map[string][]byte{"d": random(6, 20000)})
+	tree(t, src, map[string][]byte{"d": fstreetest.Random(6, 20000)})
 	mtools(t, "mcopy", img, "-m", filepath.Join(src, "d"), "::")
 	_, fsys := open(t, img)
 	fstreetest.Compare(t, fsys, src, compareFAT)
-	if f := contentsOf(t, fsys, "d"); len(f.runs) < 2 {
-		t.Errorf("d in %d runs, want a fragmented file", len(f.runs))
+	if f := contentsOf(t, fsys, "d"); f.Runs() < 2 {
+		t.Errorf("d in %d runs, want a fragmented file", f.Runs())
 	}
 }
 
-func contentsOf(t *testing.T, fsys *fstree.FS, name string) *file {
+func contentsOf(t *testing.T, fsys *fstree.FS, name string) *fatchain.File {
 	t.Helper()
 	r := fsys.Reader().(*Reader)
 	n := lookup(t, fsys, name)
@@ -231,8 +193,8 @@ func contentsOf(t *testing.T, fsys *fstree.FS, name string) *file {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := ra.(*file)
-	if _, err := io.ReadAll(io.NewSectionReader(f, 0, f.size)); err != nil {
+	f := ra.(*fatchain.File)
+	if _, err := io.ReadAll(io.NewSectionReader(f, 0, f.Size())); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -295,49 +257,32 @@ func TestAttributes(t *testing.T) {
 	}
 }
 
-// countingReader counts the reads of the volume.
-type countingReader struct {
-	r            io.ReaderAt
-	reads, bytes atomic.Int64
-}
-
-func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
-	c.reads.Add(1)
-	c.bytes.Add(int64(len(p)))
-	return c.r.ReadAt(p, off)
-}
-
 // Reading a small file of a big volume reads its directory, one FAT page
 // and its cluster, not the rest.
 func TestSmallRead(t *testing.T) {
 	src := t.TempDir()
-	tree(t, src, map[string][]byte{"sub/small.txt": []byte("small"), "big.bin": random(7, 4<<20)})
+	tree(t, src, map[string][]byte{"sub/small.txt": []byte("small"), "big.bin": fstreetest.Random(7, 4<<20)})
 	img := mkfs(t, 40<<10, "-F", "32", "-s", "1")
 	fill(t, img, src)
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	c := &countingReader{r: f}
-	r, err := Open(c, st.Size())
+	f, size := fstreetest.OpenImage(t, img)
+	c := &fstreetest.CountingReaderAt{R: f}
+	r, err := Open(c, size)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fsys := fstree.New(r)
-	c.reads.Store(0)
-	c.bytes.Store(0)
+	c.Reads.Store(0)
+	c.Bytes.Store(0)
 	b, err := fs.ReadFile(fsys, "sub/small.txt")
 	if err != nil || string(b) != "small" {
 		t.Fatalf("read %q, %v", b, err)
 	}
 	// sub's cluster and its FAT page, the file's cluster.
-	if n, size := c.reads.Load(), c.bytes.Load(); n > 4 || size > 3*fatPage {
+	if n, size := c.Reads.Load(), c.Bytes.Load(); n > 4 || size > 3*fatchain.PageSize {
 		t.Errorf("%d reads of %d bytes for a 5-byte file", n, size)
 	}
-	c.reads.Store(0)
-	c.bytes.Store(0)
+	c.Reads.Store(0)
+	c.Bytes.Store(0)
 	big, err := fsys.Open("big.bin")
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +291,7 @@ func TestSmallRead(t *testing.T) {
 	if _, err := big.(io.ReaderAt).ReadAt(buf, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if size := c.bytes.Load(); size > 4*fatPage {
+	if size := c.Bytes.Load(); size > 4*fatchain.PageSize {
 		t.Errorf("read %d bytes for 100 bytes of a big file", size)
 	}
 }
@@ -355,34 +300,11 @@ func TestConcurrent(t *testing.T) {
 	src := t.TempDir()
 	files := map[string][]byte{}
 	for i := range 20 {
-		files[fmt.Sprintf("d%d/file %d.bin", i%4, i)] = random(uint64(i), 10000+i*3000)
+		files[fmt.Sprintf("d%d/file %d.bin", i%4, i)] = fstreetest.Random(uint64(i), 10000+i*3000)
 	}
 	tree(t, src, files)
 	img := mkfs(t, 8<<10, "-F", "16", "-s", "1")
 	fill(t, img, src)
 	_, fsys := open(t, img)
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 20 {
-				name := fmt.Sprintf("d%d/file %d.bin", i%4, i)
-				f, err := fsys.Open(name)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				want := files[name]
-				off := (g * 997) % len(want)
-				got := make([]byte, len(want)-off)
-				if _, err := f.(io.ReaderAt).ReadAt(got, int64(off)); err != nil && err != io.EOF {
-					t.Error(err)
-				}
-				if !bytes.Equal(got, want[off:]) {
-					t.Errorf("%s at %d: wrong data", name, off)
-				}
-				f.Close()
-			}
-		})
-	}
-	wg.Wait()
+	fstreetest.ConcurrentReads(t, fsys, files)
 }

@@ -10,11 +10,11 @@ import (
 func FuzzOpen(f *testing.F) {
 	src := f.TempDir()
 	tree(f, src, map[string][]byte{
-		"A.TXT":                 random(9, 1500),
+		"A.TXT":                 fstreetest.Random(9, 1500),
 		"a long name.txt":       []byte("long"),
 		"lower.txt":             nil,
 		"Dir/Sub/日本語.txt":       []byte("deep"),
-		"Dir/frag.bin":          random(10, 3000),
+		"Dir/frag.bin":          fstreetest.Random(10, 3000),
 		"Dir/Ünïcödé/empty.txt": nil,
 	})
 	for _, args := range [][]string{

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
+	"github.com/bulwarkbackup/bulwark/restore/fstree/fstreetest"
 )
 
 // victim is a small FAT12 image, made by the tools, for tests to damage.
@@ -24,7 +25,7 @@ func newVictim(t *testing.T) *victim {
 	t.Helper()
 	src := t.TempDir()
 	files := map[string][]byte{
-		"A.TXT":           random(8, 1500), // three clusters of 512 bytes
+		"A.TXT":           fstreetest.Random(8, 1500), // three clusters of 512 bytes
 		"OTHER.TXT":       []byte("other"),
 		"longer name.txt": []byte("long"),
 		"SUB/INNER/X.TXT": []byte("x"),
@@ -89,13 +90,6 @@ func (v *victim) fs(t *testing.T) *fstree.FS {
 	return fstree.New(r)
 }
 
-func wantCorrupt(t *testing.T, err error, what string) {
-	t.Helper()
-	if !errors.Is(err, fstree.ErrCorrupt) {
-		t.Errorf("%s: %v, want an error wrapping ErrCorrupt", what, err)
-	}
-}
-
 func readErr(fsys fs.FS, name string) error {
 	_, err := fs.ReadFile(fsys, name)
 	return err
@@ -141,7 +135,7 @@ func TestHostileChains(t *testing.T) {
 			v := newVictim(t)
 			tc.damage(t, v)
 			err := readErr(v.fs(t), "A.TXT")
-			wantCorrupt(t, err, "read")
+			fstreetest.WantCorrupt(t, "read", err)
 			if err != nil && !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("%v, want it to say %q", err, tc.msg)
 			}
@@ -163,14 +157,14 @@ func TestHostileDirectories(t *testing.T) {
 		}
 		v.setFAT(second, c) // back to the first
 		_, err = v.fs(t).ReadDir("SUB")
-		wantCorrupt(t, err, "ReadDir")
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 	})
 	t.Run("contains itself", func(t *testing.T) {
 		v := newVictim(t)
 		v.setCluster(t, "INNER      ", v.cluster(t, "SUB        "))
 		fsys := v.fs(t)
 		_, err := fsys.ReadDir("SUB/INNER")
-		wantCorrupt(t, err, "ReadDir")
+		fstreetest.WantCorrupt(t, "ReadDir", err)
 		walked := 0
 		err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 			if walked++; walked > 1000 {
@@ -178,7 +172,7 @@ func TestHostileDirectories(t *testing.T) {
 			}
 			return err
 		})
-		wantCorrupt(t, err, "WalkDir")
+		fstreetest.WantCorrupt(t, "WalkDir", err)
 	})
 	t.Run("long name with slash or dots", func(t *testing.T) {
 		for _, bad := range []string{"a/b", "..", "."} {
@@ -192,7 +186,7 @@ func TestHostileDirectories(t *testing.T) {
 				binary.LittleEndian.PutUint16(v.img[at+offs[i]:], uint16(r))
 			}
 			entries, err := v.fs(t).ReadDir(".")
-			wantCorrupt(t, err, bad)
+			fstreetest.WantCorrupt(t, bad, err)
 			if len(entries) != 3 { // A.TXT OTHER.TXT SUB
 				t.Errorf("%q: %d entries beside it, want 3", bad, len(entries))
 			}
@@ -247,7 +241,7 @@ func TestHostileBoot(t *testing.T) {
 		}
 		binary.LittleEndian.PutUint32(b[44:], 1<<27)
 		_, err = Open(bytes.NewReader(b), int64(len(b)))
-		wantCorrupt(t, err, "Open")
+		fstreetest.WantCorrupt(t, "Open", err)
 	})
 }
 
@@ -258,7 +252,7 @@ func TestDeviceError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.dev = failing{}
+	r.chains.Dev = failing{}
 	_, err = fs.ReadFile(fstree.New(r), "A.TXT")
 	if !errors.Is(err, errDevice) {
 		t.Errorf("read: %v, want the device's error", err)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulwarkbackup/bulwark/restore/fstree/fstreetest"
 )
 
 // archived is an entry read back from an archive.
@@ -167,13 +169,13 @@ func TestWriteZip(t *testing.T) {
 }
 
 func TestArchiveHostile(t *testing.T) {
-	loop := dirNode(memChild{"f", fileNode("f")})
-	loop.children = append(loop.children, memChild{"again", loop})
-	fsys := memFS(memChild{"d", dirNode(
-		memChild{"loop", loop},
-		memChild{"CON", fileNode("con")},
-		memChild{"up", linkNode("../../../../etc/passwd")},
-	)})
+	loop := fstreetest.MemDir(fstreetest.Named("f", fstreetest.MemFile("f")))
+	loop.Children = append(loop.Children, fstreetest.Named("again", loop))
+	fsys := memFS(fstreetest.Named("d", fstreetest.MemDir(
+		fstreetest.Named("loop", loop),
+		fstreetest.Named("CON", fstreetest.MemFile("con")),
+		fstreetest.Named("up", fstreetest.MemLink("../../../../etc/passwd")),
+	)))
 	for _, format := range []string{"tar", "zip"} {
 		write := WriteTar
 		if format == "zip" {
@@ -221,21 +223,21 @@ func TestArchiveHostile(t *testing.T) {
 // TestTarMeta checks what only a filesystem reader gives: access and
 // change times, owners without a host's stat.
 func TestTarMeta(t *testing.T) {
-	f := fileNode("data")
-	f.meta.Mode |= fs.ModeSetuid
-	f.meta.HasOwner, f.meta.UID, f.meta.GID = true, 1234, 5678
-	f.meta.Mtime, f.meta.Atime, f.meta.Ctime = testTime, testTime.Add(time.Second), testTime.Add(time.Minute)
+	f := fstreetest.MemFile("data")
+	f.Info.Mode |= fs.ModeSetuid
+	f.Info.HasOwner, f.Info.UID, f.Info.GID = true, 1234, 5678
+	f.Info.Mtime, f.Info.Atime, f.Info.Ctime = testTime, testTime.Add(time.Second), testTime.Add(time.Minute)
 	var buf bytes.Buffer
-	if _, err := WriteTar(context.Background(), &buf, memFS(memChild{"f", f}), []string{"f"}, ArchiveOptions{}); err != nil {
+	if _, err := WriteTar(context.Background(), &buf, memFS(fstreetest.Named("f", f)), []string{"f"}, ArchiveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	h, err := tar.NewReader(&buf).Next()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Name != "f" || h.FileInfo().Mode() != f.meta.Mode || h.Uid != 1234 || h.Gid != 5678 ||
-		!h.ModTime.Equal(f.meta.Mtime) || !h.AccessTime.Equal(f.meta.Atime) || !h.ChangeTime.Equal(f.meta.Ctime) {
-		t.Errorf("header %+v, want the file's metadata %+v", h, f.meta)
+	if h.Name != "f" || h.FileInfo().Mode() != f.Info.Mode || h.Uid != 1234 || h.Gid != 5678 ||
+		!h.ModTime.Equal(f.Info.Mtime) || !h.AccessTime.Equal(f.Info.Atime) || !h.ChangeTime.Equal(f.Info.Ctime) {
+		t.Errorf("header %+v, want the file's metadata %+v", h, f.Info)
 	}
 }
 

@@ -19,17 +19,18 @@ import (
 	"time"
 
 	"github.com/bulwarkbackup/bulwark/restore/fstree"
+	"github.com/bulwarkbackup/bulwark/restore/fstree/fstreetest"
 )
 
 func TestRestoreHostileSymlink(t *testing.T) {
 	outside := t.TempDir()
 	up := strings.Repeat("../", 20) + strings.TrimPrefix(outside, "/")
 	fsys := memFS(
-		memChild{"a", dirNode(memChild{"evil", linkNode(up)}, memChild{"abs", linkNode(outside)})},
-		memChild{"b", dirNode(
-			memChild{"evil", dirNode(memChild{"pwned", fileNode("pwned")})},
-			memChild{"abs", dirNode(memChild{"pwned", fileNode("pwned")})},
-		)},
+		fstreetest.Named("a", fstreetest.MemDir(fstreetest.Named("evil", fstreetest.MemLink(up)), fstreetest.Named("abs", fstreetest.MemLink(outside)))),
+		fstreetest.Named("b", fstreetest.MemDir(
+			fstreetest.Named("evil", fstreetest.MemDir(fstreetest.Named("pwned", fstreetest.MemFile("pwned")))),
+			fstreetest.Named("abs", fstreetest.MemDir(fstreetest.Named("pwned", fstreetest.MemFile("pwned")))),
+		)),
 	)
 	for _, policy := range []Overwrite{Never, Always} {
 		target := filepath.Join(t.TempDir(), "t")
@@ -56,11 +57,11 @@ func TestRestoreHostileSymlink(t *testing.T) {
 
 func TestRestoreWindowsNames(t *testing.T) {
 	names := []string{"CON", "a:b", "nul.tar.gz", "trail.", "trail ", "COM\u00b9", "README", "Readme", "ok.txt", "tab\there"}
-	var children []memChild
+	var children []fstreetest.MemChild
 	for _, n := range names {
-		children = append(children, memChild{n, fileNode(n)})
+		children = append(children, fstreetest.Named(n, fstreetest.MemFile(n)))
 	}
-	fsys := memFS(memChild{"d", dirNode(children...)})
+	fsys := memFS(fstreetest.Named("d", fstreetest.MemDir(children...)))
 
 	target := t.TempDir()
 	sum, err := Restore(context.Background(), fsys, []string{"d"}, target, Options{GOOS: "windows"})
@@ -88,11 +89,11 @@ func TestRestoreWindowsNames(t *testing.T) {
 }
 
 func TestRestoreLoops(t *testing.T) {
-	loop := dirNode(memChild{"f", fileNode("f")})
-	loop.children = append(loop.children, memChild{"again", loop})
-	far := dirNode()
-	far.children = []memChild{{"b", dirNode(memChild{"c", dirNode(memChild{"back", far}, memChild{"g", fileNode("g")})})}}
-	fsys := memFS(memChild{"loop", loop}, memChild{"far", far})
+	loop := fstreetest.MemDir(fstreetest.Named("f", fstreetest.MemFile("f")))
+	loop.Children = append(loop.Children, fstreetest.Named("again", loop))
+	far := fstreetest.MemDir()
+	far.Children = []fstreetest.MemChild{fstreetest.Named("b", fstreetest.MemDir(fstreetest.Named("c", fstreetest.MemDir(fstreetest.Named("back", far), fstreetest.Named("g", fstreetest.MemFile("g"))))))}
+	fsys := memFS(fstreetest.Named("loop", loop), fstreetest.Named("far", far))
 	for _, o := range []Options{{}, {Limits: Limits{MaxFiles: 100}}} {
 		target := t.TempDir()
 		sum, err := Restore(context.Background(), fsys, []string{"loop", "far"}, target, o)
@@ -112,25 +113,25 @@ func TestRestoreLoops(t *testing.T) {
 	}
 
 	// Without inode numbers a loop is only seen as depth.
-	self := dirNode()
-	self.meta.Inode = 0
-	self.children = []memChild{{"d", self}}
-	sum, err := Restore(context.Background(), memFS(memChild{"self", self}), []string{"self"}, t.TempDir(), Options{})
+	self := fstreetest.MemDir()
+	self.Info.Inode = 0
+	self.Children = []fstreetest.MemChild{fstreetest.Named("d", self)}
+	sum, err := Restore(context.Background(), memFS(fstreetest.Named("self", self)), []string{"self"}, t.TempDir(), Options{})
 	if err == nil || sum.Dirs != MaxDepth+1 || !strings.Contains(err.Error(), "deep") {
 		t.Errorf("%+v, %v; want %d directories, then too deep", sum.Dirs, err, MaxDepth+1)
 	}
 }
 
 func TestRestoreOddFiles(t *testing.T) {
-	negative := fileNode("")
-	negative.meta.Size = -1
-	dev := fileNode("")
-	dev.meta.Mode = fs.ModeDevice | 0o600
-	empty := linkNode("")
-	short := fileNode("0123456789") // its size says more than it holds
-	short.meta.Size = 100 << 20
-	fsys := memFS(memChild{"negative", negative}, memChild{"dev", dev}, memChild{"empty-link", empty},
-		memChild{"short", short}, memChild{"ok", fileNode("ok")})
+	negative := fstreetest.MemFile("")
+	negative.Info.Size = -1
+	dev := fstreetest.MemFile("")
+	dev.Info.Mode = fs.ModeDevice | 0o600
+	empty := fstreetest.MemLink("")
+	short := fstreetest.MemFile("0123456789") // its size says more than it holds
+	short.Info.Size = 100 << 20
+	fsys := memFS(fstreetest.Named("negative", negative), fstreetest.Named("dev", dev), fstreetest.Named("empty-link", empty),
+		fstreetest.Named("short", short), fstreetest.Named("ok", fstreetest.MemFile("ok")))
 	target := t.TempDir()
 	sum, err := Restore(context.Background(), fsys, []string{"negative", "dev", "empty-link", "short", "ok", "missing"}, target, Options{})
 	if err == nil || sum.Failed != 4 || sum.Skipped != 1 || sum.Files != 1 {
@@ -151,15 +152,15 @@ func TestRestoreOddFiles(t *testing.T) {
 		t.Error("the unfinished archive reads as complete")
 	}
 	// A root that is not a directory.
-	sum, err = Restore(context.Background(), fstree.New(memReader{root: fileNode("x")}), []string{"."}, t.TempDir(), Options{})
+	sum, err = Restore(context.Background(), fstreetest.MemFS(fstreetest.MemFile("x")), []string{"."}, t.TempDir(), Options{})
 	if err == nil || sum.Failed != 1 {
 		t.Errorf("a file for a root: %+v, %v", sum, err)
 	}
 }
 
 func TestRestoreAbsurdSize(t *testing.T) {
-	huge := &memNode{meta: fstree.Meta{Mode: 0o644, Size: 1 << 62, Inode: 5, Nlink: 1}, zeros: true}
-	fsys := memFS(memChild{"huge", huge})
+	huge := &fstreetest.MemNode{Info: fstree.Meta{Mode: 0o644, Size: 1 << 62, Inode: 5, Nlink: 1}, Zeros: true}
+	fsys := memFS(fstreetest.Named("huge", huge))
 	target := t.TempDir()
 	_, err := Restore(context.Background(), fsys, []string{"huge"}, target, Options{Limits: Limits{MaxBytes: 1 << 30}})
 	if !errors.Is(err, ErrLimit) {
@@ -180,16 +181,16 @@ func TestRestoreAbsurdSize(t *testing.T) {
 
 func TestRestoreMeta(t *testing.T) {
 	mtime, atime := testTime, testTime.Add(time.Hour+time.Nanosecond)
-	file := fileNode("secret")
-	file.meta = fstree.Meta{Mode: 0o750 | fs.ModeSetuid | fs.ModeSetgid, Size: 6, HasOwner: true, UID: 1234, GID: 5678,
+	file := fstreetest.MemFile("secret")
+	file.Info = fstree.Meta{Mode: 0o750 | fs.ModeSetuid | fs.ModeSetgid, Size: 6, HasOwner: true, UID: 1234, GID: 5678,
 		Mtime: mtime, Atime: atime, Inode: 77, Nlink: 2}
 	again := *file // the same inode under another name
-	link := linkNode("file")
-	link.meta.HasOwner, link.meta.UID, link.meta.GID = true, 4321, 8765
-	dir := dirNode(memChild{"file", file}, memChild{"link", link}, memChild{"sub", dirNode(memChild{"again", &again})})
-	dir.meta.Mode, dir.meta.Mtime, dir.meta.Atime = fs.ModeDir|0o700|fs.ModeSticky, mtime.Add(-time.Hour), atime
-	dir.meta.HasOwner = true
-	fsys := memFS(memChild{"dir", dir})
+	link := fstreetest.MemLink("file")
+	link.Info.HasOwner, link.Info.UID, link.Info.GID = true, 4321, 8765
+	dir := fstreetest.MemDir(fstreetest.Named("file", file), fstreetest.Named("link", link), fstreetest.Named("sub", fstreetest.MemDir(fstreetest.Named("again", &again))))
+	dir.Info.Mode, dir.Info.Mtime, dir.Info.Atime = fs.ModeDir|0o700|fs.ModeSticky, mtime.Add(-time.Hour), atime
+	dir.Info.HasOwner = true
+	fsys := memFS(fstreetest.Named("dir", dir))
 
 	target := t.TempDir()
 	sum, err := Restore(context.Background(), fsys, []string{"dir"}, target, Options{Owner: true})
@@ -204,8 +205,8 @@ func TestRestoreMeta(t *testing.T) {
 		return info, info.Sys().(*syscall.Stat_t)
 	}
 	info, st := stat("dir/file")
-	if info.Mode() != file.meta.Mode || st.Uid != 1234 || st.Gid != 5678 {
-		t.Errorf("file: %v %d:%d, want %v 1234:5678", info.Mode(), st.Uid, st.Gid, file.meta.Mode)
+	if info.Mode() != file.Info.Mode || st.Uid != 1234 || st.Gid != 5678 {
+		t.Errorf("file: %v %d:%d, want %v 1234:5678", info.Mode(), st.Uid, st.Gid, file.Info.Mode)
 	}
 	if m, a := time.Unix(st.Mtim.Unix()), time.Unix(st.Atim.Unix()); !m.Equal(mtime) || !a.Equal(atime) {
 		t.Errorf("file: mtime %v atime %v, want %v %v", m, a, mtime, atime)
@@ -217,8 +218,8 @@ func TestRestoreMeta(t *testing.T) {
 		t.Errorf("link owned by %d:%d, want 4321:8765", st.Uid, st.Gid)
 	}
 	info, st = stat("dir")
-	if info.Mode() != dir.meta.Mode || !info.ModTime().Equal(dir.meta.Mtime) || !time.Unix(st.Atim.Unix()).Equal(atime) {
-		t.Errorf("dir: %v %v, want %v %v", info.Mode(), info.ModTime(), dir.meta.Mode, dir.meta.Mtime)
+	if info.Mode() != dir.Info.Mode || !info.ModTime().Equal(dir.Info.Mtime) || !time.Unix(st.Atim.Unix()).Equal(atime) {
+		t.Errorf("dir: %v %v, want %v %v", info.Mode(), info.ModTime(), dir.Info.Mode, dir.Info.Mtime)
 	}
 }
 
@@ -226,9 +227,9 @@ func TestRestoreMeta(t *testing.T) {
 // chown: the file is restored, without its owner and its setuid bit. As
 // root, the test runs itself again as nobody.
 func TestRestoreOwnerNotPermitted(t *testing.T) {
-	f := fileNode("data")
-	f.meta.Mode, f.meta.HasOwner, f.meta.UID, f.meta.GID = 0o755|fs.ModeSetuid, true, 1234, 5678
-	fsys := memFS(memChild{"tool", f})
+	f := fstreetest.MemFile("data")
+	f.Info.Mode, f.Info.HasOwner, f.Info.UID, f.Info.GID = 0o755|fs.ModeSetuid, true, 1234, 5678
+	fsys := memFS(fstreetest.Named("tool", f))
 	if target := os.Getenv("BULWARK_FILES_TARGET"); target != "" {
 		if _, err := Restore(context.Background(), fsys, []string{"tool"}, target, Options{Owner: true}); err != nil {
 			t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/bulwarkbackup/bulwark/restore/fstree/fstreetest"
 )
 
 func matchPaths(m []Match) []string {
@@ -18,13 +20,13 @@ func matchPaths(m []Match) []string {
 }
 
 func TestSearch(t *testing.T) {
-	loop := dirNode(memChild{"loop.txt", fileNode("x")})
-	loop.children = append(loop.children, memChild{"again", loop})
+	loop := fstreetest.MemDir(fstreetest.Named("loop.txt", fstreetest.MemFile("x")))
+	loop.Children = append(loop.Children, fstreetest.Named("again", loop))
 	fsys := memFS(
-		memChild{"Docs", dirNode(memChild{"Report.TXT", fileNode("r")}, memChild{"notes.md", fileNode("n")})},
-		memChild{"Ünïcode", dirNode(memChild{"ÜBER.md", fileNode("u")})},
-		memChild{"top.txt", linkNode("Docs/Report.TXT")},
-		memChild{"loop", loop},
+		fstreetest.Named("Docs", fstreetest.MemDir(fstreetest.Named("Report.TXT", fstreetest.MemFile("r")), fstreetest.Named("notes.md", fstreetest.MemFile("n")))),
+		fstreetest.Named("Ünïcode", fstreetest.MemDir(fstreetest.Named("ÜBER.md", fstreetest.MemFile("u")))),
+		fstreetest.Named("top.txt", fstreetest.MemLink("Docs/Report.TXT")),
+		fstreetest.Named("loop", loop),
 	)
 	ctx := context.Background()
 	for _, tc := range []struct {

@@ -344,16 +344,9 @@ func (f *file) Read(p []byte) (int, error) {
 }
 
 func (f *file) ReadAt(p []byte, off int64) (int, error) {
-	size := f.info.Size()
-	if off < 0 {
-		return 0, fmt.Errorf("read %s at negative offset %d", f.info.name, off)
-	}
-	if off >= size {
-		return 0, io.EOF
-	}
-	var eof error
-	if rem := size - off; int64(len(p)) > rem {
-		p, eof = p[:rem], io.EOF
+	p, eof := ClipRead(p, off, f.info.Size())
+	if len(p) == 0 {
+		return 0, eof
 	}
 	n, err := f.ra.ReadAt(p, off)
 	if err == io.EOF && n == len(p) {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"github.com/bulwarkbackup/bulwark/restore/fstree"
 )
 
 // lvReader reads an LV by mapping its offsets through its segments. It is
@@ -29,15 +31,9 @@ type span struct {
 }
 
 func (l *lvReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("lvm: read at negative offset %d", off)
-	}
-	if off >= l.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if rem := l.size - off; int64(len(p)) > rem {
-		p, eof = p[:rem], io.EOF
+	p, eof := fstree.ClipRead(p, off, l.size)
+	if len(p) == 0 {
+		return 0, eof
 	}
 	n := 0
 	for n < len(p) {

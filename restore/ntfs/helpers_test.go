@@ -193,26 +193,15 @@ func mkdirAll(t testing.TB, path string) {
 
 // openImage opens an image file with the reader, through a counter of
 // the reads it makes.
-func openImage(t testing.TB, img string) (*Reader, *countingReader) {
+func openImage(t testing.TB, img string) (*Reader, *fstreetest.CountingReaderAt) {
 	t.Helper()
 	b := fstreetest.ReadImage(t, img)
-	cr := &countingReader{r: bytes.NewReader(b)}
+	cr := &fstreetest.CountingReaderAt{R: bytes.NewReader(b)}
 	r, err := Open(cr, int64(len(b)))
 	if err != nil {
 		t.Fatalf("open %s: %v", img, err)
 	}
 	return r, cr
-}
-
-// countingReader counts the reads of a volume.
-type countingReader struct {
-	r     *bytes.Reader
-	reads atomic.Int64
-}
-
-func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
-	c.reads.Add(1)
-	return c.r.ReadAt(p, off)
 }
 
 // lstatMeta returns the metadata of a path of fsys.

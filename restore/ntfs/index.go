@@ -24,14 +24,14 @@ func (r *Reader) ReadDir(dn fstree.Node) ([]fstree.Entry, error) {
 	if !ok || !d.dir {
 		return nil, fmt.Errorf("ntfs: readdir of a node that is not a directory: %w", fs.ErrInvalid)
 	}
-	if entries, ok := r.dirs.get(d.num); ok {
+	if entries, ok := r.dirs.Get(d.num); ok {
 		return slices.Clone(entries), nil
 	}
 	w := &dirWalk{r: r, dir: d, seen: map[int64]bool{}}
 	if err := w.walk(); err != nil {
 		return nil, fmt.Errorf("ntfs: directory %d: %w", d.num, err)
 	}
-	r.dirs.add(d.num, w.entries, len(w.entries)+1)
+	r.dirs.Add(d.num, w.entries, int64(len(w.entries)+1))
 	return slices.Clone(w.entries), nil
 }
 

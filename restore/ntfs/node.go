@@ -74,7 +74,7 @@ func (d *dataAttr) compressed() bool { return d.compUnit != 0 }
 
 // node returns record num as a node, from the cache or the volume.
 func (r *Reader) node(num uint64) (*node, error) {
-	if n, ok := r.nodes.get(num); ok {
+	if n, ok := r.nodes.Get(num); ok {
 		return n, nil
 	}
 	rec, err := r.loadRecord(num)
@@ -88,7 +88,7 @@ func (r *Reader) node(num uint64) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("MFT record %d: %w", num, err)
 	}
-	r.nodes.add(num, n, n.records*r.recordSize)
+	r.nodes.Add(num, n, int64(n.records*r.recordSize))
 	return n, nil
 }
 

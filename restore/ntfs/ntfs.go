@@ -49,8 +49,8 @@ type Reader struct {
 	label       string
 	root        *node
 
-	nodes *lru[uint64, *node]
-	dirs  *lru[uint64, []fstree.Entry]
+	nodes *fstree.Cache[uint64, *node]
+	dirs  *fstree.Cache[uint64, []fstree.Entry]
 }
 
 var (
@@ -103,8 +103,8 @@ func newReader(vol io.ReaderAt, size int64, boot []byte) (*Reader, error) {
 		size:        int64(sectors) * bps,
 		clusterSize: cs,
 		clusters:    int64(sectors) * bps / cs,
-		nodes:       newLRU[uint64, *node](nodeCacheBytes),
-		dirs:        newLRU[uint64, []fstree.Entry](dirCacheEntries),
+		nodes:       fstree.NewCache[uint64, *node](nodeCacheBytes, 0),
+		dirs:        fstree.NewCache[uint64, []fstree.Entry](dirCacheEntries, 0),
 	}
 	rs, err := recordSizeOf(int8(boot[0x40]), cs)
 	if err != nil {

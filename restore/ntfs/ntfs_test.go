@@ -379,7 +379,7 @@ func loadNode(t testing.TB, fsys *fstree.FS, name string) fstree.Node {
 }
 
 // checkHuge reads a sparse file past 4 GiB, whose holes cost no reads.
-func checkHuge(t *testing.T, fsys *fstree.FS, cr *countingReader) {
+func checkHuge(t *testing.T, fsys *fstree.FS, cr *fstreetest.CountingReaderAt) {
 	t.Helper()
 	f, err := fsys.Open("huge.bin")
 	if err != nil {
@@ -391,7 +391,7 @@ func checkHuge(t *testing.T, fsys *fstree.FS, cr *countingReader) {
 		t.Fatalf("huge.bin: size %d", info.Size())
 	}
 	buf := make([]byte, 1<<20)
-	before := cr.reads.Load()
+	before := cr.Reads.Load()
 	for _, off := range []int64{0, 1 << 30, 4<<30 - 512<<10, hugeDataAt&^0xffff - 1<<20} {
 		if n, err := ra.ReadAt(buf, off); n != len(buf) || err != nil {
 			t.Fatalf("huge.bin at %d: %d, %v", off, n, err)
@@ -400,7 +400,7 @@ func checkHuge(t *testing.T, fsys *fstree.FS, cr *countingReader) {
 			t.Errorf("huge.bin: a hole at %d is not zeros", off)
 		}
 	}
-	if n := cr.reads.Load() - before; n != 0 {
+	if n := cr.Reads.Load() - before; n != 0 {
 		t.Errorf("reading holes read the volume %d times", n)
 	}
 	for off, want := range map[int64]string{hugeDataAt: "far away", hugeSize - 5: "tail!"} {

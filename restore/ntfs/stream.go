@@ -47,15 +47,9 @@ func (r *Reader) newStream(d *dataAttr) *stream {
 
 // ReadAt reads the attribute's bytes at off.
 func (s *stream) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("read at negative offset %d", off)
-	}
-	if off >= s.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if rem := s.size - off; int64(len(p)) > rem {
-		p, eof = p[:rem], io.EOF
+	p, eof := fstree.ClipRead(p, off, s.size)
+	if len(p) == 0 {
+		return 0, eof
 	}
 	n := len(p)
 	if end := off + int64(n); end > s.d.init {

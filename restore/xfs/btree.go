@@ -129,7 +129,7 @@ func (t *btreeMap) findIn(keys, ptrs []uint64, level int, hi, lb uint64) (extent
 // level.
 func (t *btreeMap) node(fsb uint64, level int) (*bmbtNode, error) {
 	key := cacheKey{kind: kindBmbt, ino: t.ino, n: fsb}
-	if v, ok := t.r.blocks.get(key); ok {
+	if v, ok := t.r.blocks.Get(key); ok {
 		n := v.(*bmbtNode)
 		if n.level != level {
 			return nil, fmt.Errorf("inode %d: extent tree block %d at level %d, want %d: %w", t.ino, fsb, n.level, level, fstree.ErrCorrupt)
@@ -149,7 +149,7 @@ func (t *btreeMap) node(fsb uint64, level int) (*bmbtNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.blocks.put(key, n, len(b))
+	r.blocks.Add(key, n, int64(len(b)))
 	if n.level != level {
 		return nil, fmt.Errorf("inode %d: extent tree block %d at level %d, want %d: %w", t.ino, fsb, n.level, level, fstree.ErrCorrupt)
 	}

@@ -110,14 +110,14 @@ func (r *Reader) walkDir(in *inode, fn dirEntryFunc) error {
 // several extents when directory blocks are larger than filesystem blocks.
 func (r *Reader) dirBlock(in *inode, m mapper, db uint64) ([]byte, error) {
 	key := cacheKey{kind: kindDirBlock, ino: in.ino, n: db}
-	if v, ok := r.blocks.get(key); ok {
+	if v, ok := r.blocks.Get(key); ok {
 		return v.([]byte), nil
 	}
 	b := make([]byte, r.sb.dirBlockSize())
 	if err := r.readMapped(in.ino, m, b, int64(db<<r.sb.blockLog)); err != nil {
 		return nil, fmt.Errorf("directory inode %d block %d: %w", in.ino, db, err)
 	}
-	r.blocks.put(key, b, len(b))
+	r.blocks.Add(key, b, int64(len(b)))
 	return b, nil
 }
 

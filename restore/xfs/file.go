@@ -2,7 +2,8 @@ package xfs
 
 import (
 	"fmt"
-	"io"
+
+	"github.com/bulwarkbackup/bulwark/restore/fstree"
 )
 
 // fileData reads a file through its block map: each extent is one read of
@@ -14,15 +15,9 @@ type fileData struct {
 }
 
 func (f *fileData) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("inode %d: read at negative offset %d", f.in.ino, off)
-	}
-	if off >= f.in.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if rem := f.in.size - off; int64(len(p)) > rem {
-		p, eof = p[:rem], io.EOF
+	p, eof := fstree.ClipRead(p, off, f.in.size)
+	if len(p) == 0 {
+		return 0, eof
 	}
 	if err := f.r.readMapped(f.in.ino, f.m, p, off); err != nil {
 		return 0, err

@@ -121,13 +121,6 @@ func within(t *testing.T, f func()) {
 	}
 }
 
-func wantCorrupt(t *testing.T, what string, err error) {
-	t.Helper()
-	if !errors.Is(err, fstree.ErrCorrupt) {
-		t.Errorf("%s: %v, want an error wrapping ErrCorrupt", what, err)
-	}
-}
-
 // TestHostile patches one structure at a time and checks that the reader
 // says the image is corrupt, and returns.
 func TestHostile(t *testing.T) {
@@ -167,9 +160,9 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.ReadDir("node")
-			wantCorrupt(t, "ReadDir(node)", err)
+			fstreetest.WantCorrupt(t, "ReadDir(node)", err)
 			_, err = fsys.Stat("node/entry-00007-zzzzzzz")
-			wantCorrupt(t, "Stat(node/entry-00007-zzzzzzz)", err)
+			fstreetest.WantCorrupt(t, "Stat(node/entry-00007-zzzzzzz)", err)
 		},
 	}, {
 		name: "bmbt self pointer at level 0",
@@ -180,7 +173,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.ReadDir("node")
-			wantCorrupt(t, "ReadDir(node)", err)
+			fstreetest.WantCorrupt(t, "ReadDir(node)", err)
 		},
 	}, {
 		name: "bmbt depth",
@@ -189,7 +182,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.Stat("node")
-			wantCorrupt(t, "Stat(node)", err)
+			fstreetest.WantCorrupt(t, "Stat(node)", err)
 		},
 	}, {
 		name: "absurd extent count",
@@ -199,7 +192,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.Stat("big.bin")
-			wantCorrupt(t, "Stat(big.bin)", err)
+			fstreetest.WantCorrupt(t, "Stat(big.bin)", err)
 		},
 	}, {
 		name: "extent outside its group",
@@ -210,7 +203,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fs.ReadFile(fsys, "big.bin")
-			wantCorrupt(t, "ReadFile(big.bin)", err)
+			fstreetest.WantCorrupt(t, "ReadFile(big.bin)", err)
 		},
 	}, {
 		name: "overlapping extents",
@@ -221,7 +214,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.Stat("big.bin")
-			wantCorrupt(t, "Stat(big.bin)", err)
+			fstreetest.WantCorrupt(t, "Stat(big.bin)", err)
 		},
 	}, {
 		name: "inode number beyond the groups",
@@ -238,13 +231,13 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.Stat("sf/a")
-			wantCorrupt(t, "Stat(sf/a)", err)
+			fstreetest.WantCorrupt(t, "Stat(sf/a)", err)
 			entries, err := fsys.ReadDir("sf")
 			if err != nil || len(entries) != 3 {
 				t.Fatalf("ReadDir(sf): %v, %v", entries, err)
 			}
 			_, err = entries[0].Info()
-			wantCorrupt(t, "Info(sf/a)", err)
+			fstreetest.WantCorrupt(t, "Info(sf/a)", err)
 		},
 	}, {
 		name: "slash in a short form name",
@@ -253,7 +246,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			entries, err := fsys.ReadDir("sf")
-			wantCorrupt(t, "ReadDir(sf)", err)
+			fstreetest.WantCorrupt(t, "ReadDir(sf)", err)
 			if len(entries) != 2 {
 				t.Errorf("ReadDir(sf) kept %d entries, want the 2 good ones", len(entries))
 			}
@@ -270,7 +263,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			entries, err := fsys.ReadDir("block")
-			wantCorrupt(t, "ReadDir(block)", err)
+			fstreetest.WantCorrupt(t, "ReadDir(block)", err)
 			if len(entries) != 49 {
 				t.Errorf("ReadDir(block) kept %d entries, want 49", len(entries))
 			}
@@ -284,7 +277,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.ReadDir("block")
-			wantCorrupt(t, "ReadDir(block)", err)
+			fstreetest.WantCorrupt(t, "ReadDir(block)", err)
 		},
 	}, {
 		name: "short form count",
@@ -293,7 +286,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.ReadDir("sf")
-			wantCorrupt(t, "ReadDir(sf)", err)
+			fstreetest.WantCorrupt(t, "ReadDir(sf)", err)
 		},
 	}, {
 		name: "directory larger than its space",
@@ -303,7 +296,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.ReadDir("block")
-			wantCorrupt(t, "ReadDir(block)", err)
+			fstreetest.WantCorrupt(t, "ReadDir(block)", err)
 		},
 	}, {
 		name: "symlink of 5000 bytes",
@@ -313,7 +306,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.ReadLink("link-long")
-			wantCorrupt(t, "ReadLink(link-long)", err)
+			fstreetest.WantCorrupt(t, "ReadLink(link-long)", err)
 		},
 	}, {
 		name: "index node pointing at itself",
@@ -334,7 +327,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.Stat("node/entry-00007-zzzzzzz")
-			wantCorrupt(t, "Stat(node/entry-00007-zzzzzzz)", err)
+			fstreetest.WantCorrupt(t, "Stat(node/entry-00007-zzzzzzz)", err)
 			if _, err := fsys.ReadDir("node"); err != nil {
 				t.Errorf("ReadDir(node) reads data blocks only: %v", err)
 			}
@@ -347,7 +340,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.Stat("sf/b")
-			wantCorrupt(t, "Stat(sf/b)", err)
+			fstreetest.WantCorrupt(t, "Stat(sf/b)", err)
 		},
 	}, {
 		name: "attribute fork beyond the inode",
@@ -357,7 +350,7 @@ func testHostile(t *testing.T, v5 bool) {
 		},
 		check: func(t *testing.T, fsys *fstree.FS) {
 			_, err := fsys.Stat("small.txt")
-			wantCorrupt(t, "Stat(small.txt)", err)
+			fstreetest.WantCorrupt(t, "Stat(small.txt)", err)
 		},
 	}}
 	if v5 {
@@ -374,7 +367,7 @@ func testHostile(t *testing.T, v5 bool) {
 			},
 			check: func(t *testing.T, fsys *fstree.FS) {
 				_, err := fsys.ReadDir("block")
-				wantCorrupt(t, "ReadDir(block)", err)
+				fstreetest.WantCorrupt(t, "ReadDir(block)", err)
 			},
 		})
 	}
@@ -523,7 +516,7 @@ func TestRemoteSymlinkV5(t *testing.T) {
 	im.put32(off+4, 1)
 	fsys, _ = im.reopen()
 	_, err = fsys.ReadLink("link-long")
-	wantCorrupt(t, "ReadLink with a wrong offset", err)
+	fstreetest.WantCorrupt(t, "ReadLink with a wrong offset", err)
 }
 
 func mustOpen(t *testing.T, fsys fs.FS, name string) fs.File {

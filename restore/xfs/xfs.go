@@ -31,8 +31,8 @@ const (
 type Reader struct {
 	vol    io.ReaderAt
 	sb     *super
-	inodes *lru[uint64, *inode]
-	blocks *lru[cacheKey, any]
+	inodes *fstree.Cache[uint64, *inode]
+	blocks *fstree.Cache[cacheKey, any]
 }
 
 var (
@@ -70,8 +70,8 @@ func Open(vol io.ReaderAt, size int64) (*Reader, error) {
 	return &Reader{
 		vol:    vol,
 		sb:     sb,
-		inodes: newLRU[uint64, *inode](inodeCacheBytes),
-		blocks: newLRU[cacheKey, any](blockCacheBytes),
+		inodes: fstree.NewCache[uint64, *inode](inodeCacheBytes, 0),
+		blocks: fstree.NewCache[cacheKey, any](blockCacheBytes, 0),
 	}, nil
 }
 
@@ -107,7 +107,7 @@ func (r *Reader) readAt(b []byte, off int64) error {
 
 // inode loads inode ino, from the cache if it is there.
 func (r *Reader) inode(ino uint64) (*inode, error) {
-	if in, ok := r.inodes.get(ino); ok {
+	if in, ok := r.inodes.Get(ino); ok {
 		return in, nil
 	}
 	off, err := r.sb.inodeOffset(ino)
@@ -122,7 +122,7 @@ func (r *Reader) inode(ino uint64) (*inode, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.inodes.put(ino, in, len(b)+64*len(in.extents))
+	r.inodes.Add(ino, in, int64(len(b)+64*len(in.extents)))
 	return in, nil
 }
 

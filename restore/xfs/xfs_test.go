@@ -260,16 +260,8 @@ func nodeName(i int) string {
 
 func open(t testing.TB, img string) (*Reader, *fstree.FS) {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	info, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(f, info.Size())
+	f, size := fstreetest.OpenImage(t, img)
+	r, err := Open(f, size)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -259,15 +258,9 @@ type sparseImage struct {
 }
 
 func (s *sparseImage) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	if off >= s.size {
-		return 0, io.EOF
-	}
-	var err error
-	if rem := s.size - off; int64(len(p)) > rem {
-		p, err = p[:rem], io.EOF
+	p, err := fstree.ClipRead(p, off, s.size)
+	if len(p) == 0 {
+		return 0, err
 	}
 	for i := 0; i < len(p); {
 		pos := off + int64(i)
