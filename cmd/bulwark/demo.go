@@ -122,11 +122,15 @@ Try:
   curl -k -b /tmp/c -N %s%s/events        # live progress; run the job again from another shell:
   curl -k -b /tmp/c -X POST -H "X-CSRF-Token: <csrf_token from the login>" %s%s/jobs/%s/run
   write into a VM's disk as its guest would: curl -X PUT --data-binary @FILE '%s/vms/vm01/disks/0?offset=%d'
+  browse a point's files:  curl -k -b /tmp/c '%s%s/points/<id>/volumes/d0p1/files?path='
+  download one:            curl -k -b /tmp/c -OJ '%s%s/points/<id>/volumes/d0p1/content?path=<file>'
+  rehearse its restore:    curl -k -b /tmp/c -X POST -H "X-CSRF-Token: <csrf_token>" -d '{}' %s%s/points/<id>/rehearse
 
 Ctrl-C stops the appliance and the lab.
 `, ap.URL(), certs.Fingerprint(ap.Certificate().Certificate[0]), cfg.AdminUser, adminPassword, ap.URL(), api.Prefix, cfgPath, logFile.Name(),
 			cfg.AdminUser, adminPassword, ap.URL(), api.Prefix, ap.URL(), api.Prefix, ap.URL(), api.Prefix,
-			ap.URL(), api.Prefix, demoJob, l.GuestURL(), demoWriteOffset(l))
+			ap.URL(), api.Prefix, demoJob, l.GuestURL(), demoWriteOffset(l),
+			ap.URL(), api.Prefix, ap.URL(), api.Prefix, ap.URL(), api.Prefix)
 	} else if ctx.Err() == nil {
 		fmt.Fprintf(a.stderr, "bulwark: demo: %v\n", err)
 	}
