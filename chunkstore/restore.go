@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sort"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -15,6 +16,7 @@ import (
 	"github.com/bulwarkbackup/bulwark/chunkstore/blob"
 	"github.com/bulwarkbackup/bulwark/chunkstore/diskmap"
 	"github.com/bulwarkbackup/bulwark/chunkstore/index"
+	"github.com/bulwarkbackup/bulwark/chunkstore/pack"
 )
 
 // RestoreOptions control RestoreDisk.
@@ -80,21 +82,83 @@ func (s *Store) RestoreDisk(ctx context.Context, point blob.ID, disk int, w io.W
 			o.Progress(done.Add(n), total)
 		}
 	}
+	// One worker more than cores keeps both cores busy while one waits on
+	// a write. Each opens chunks into buffers it keeps.
+	workers := runtime.GOMAXPROCS(0) + 1
+
+	// A pipeline: loaders keep reads of packs in flight while the workers
+	// open and write what was loaded, so that the cores do not wait on
+	// the backend. At most loaders+workers+1 runs are held at once.
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0) + 1)
-	for _, gap := range gaps {
-		g.Go(func() error {
-			if _, err := w.WriteAt(make([]byte, gap.Length), gap.Offset); err != nil {
-				return fmt.Errorf("write at offset %d: %w", gap.Offset, err)
+	todo := make(chan int)
+	loaded := make(chan loadedRun, 1)
+	g.Go(func() error {
+		defer close(todo)
+		for i := range runs {
+			select {
+			case todo <- i:
+			case <-gctx.Done():
+				return gctx.Err()
 			}
-			progress(gap.Length)
-			return nil
+		}
+		return nil
+	})
+	var loading sync.WaitGroup
+	for range loaders {
+		loading.Go(func() {
+			for i := range todo {
+				lr := s.loadRun(gctx, runs[i], where)
+				select {
+				case loaded <- lr:
+				case <-gctx.Done():
+					return
+				}
+			}
 		})
 	}
-	for _, rn := range runs {
-		g.Go(func() error { return s.restoreRun(gctx, rn, w, where, progress) })
+	go func() { loading.Wait(); close(loaded) }()
+	for range workers {
+		g.Go(func() error {
+			rw := &runWriter{s: s, w: w, where: where, progress: progress}
+			for lr := range loaded {
+				if err := rw.write(gctx, lr); err != nil {
+					return err
+				}
+			}
+			return gctx.Err()
+		})
 	}
-	return g.Wait()
+	if len(gaps) > 0 {
+		g.Go(func() error { return writeZeros(gctx, w, gaps, progress) })
+	}
+	err = g.Wait()
+	loading.Wait() // no loader outlives the restore
+	return err
+}
+
+// loaders is how many reads of packs a restore keeps in flight: loading
+// a run takes a fraction of the time its chunks take to open, so two
+// keep the workers fed from a local disk with a cold cache (three gained
+// nothing measurable and held 20 MiB more).
+const loaders = 2
+
+// writeZeros writes the gaps, in order, from one buffer of zeros: a
+// WriterAt never modifies what it is given.
+func writeZeros(ctx context.Context, w io.WriterAt, gaps []diskmap.Extent, progress func(int64)) error {
+	var zero []byte
+	for _, gap := range gaps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if int64(len(zero)) < gap.Length {
+			zero = make([]byte, gap.Length) // at most maxZero
+		}
+		if _, err := w.WriteAt(zero[:gap.Length], gap.Offset); err != nil {
+			return fmt.Errorf("write at offset %d: %w", gap.Offset, err)
+		}
+		progress(gap.Length)
+	}
+	return nil
 }
 
 // planRestore looks up every chunk of a map and groups them into runs.
@@ -146,28 +210,65 @@ func (s *Store) planRestore(extents []diskmap.Extent, where func(int64) string) 
 	return runs, nil
 }
 
-func (s *Store) restoreRun(ctx context.Context, rn run, w io.WriterAt, where func(int64) string, progress func(int64)) error {
+// loadedRun is a run and its bytes, or why they could not be read.
+type loadedRun struct {
+	run
+	data []byte
+	err  error
+	// moved says the pack is gone, deleted by a GC since the plan was
+	// made: its chunks are then looked up again one by one.
+	moved bool
+}
+
+func (s *Store) loadRun(ctx context.Context, rn run, where func(int64) string) loadedRun {
 	data, err := s.be.Load(ctx, backend.Handle{Kind: backend.Packs, Name: rn.pack.String()}, rn.start, int(rn.end-rn.start))
-	moved := errors.Is(err, backend.ErrNotFound) // by a GC since the plan was made
-	if err != nil && !moved {
-		return fmt.Errorf("%s: %w", where(rn.chunks[0].offsets[0]), err)
+	lr := loadedRun{run: rn, data: data}
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		lr.moved = true
+	case err != nil:
+		lr.err = fmt.Errorf("%s: %w", where(rn.chunks[0].offsets[0]), err)
+	case len(data) != int(rn.end-rn.start):
+		lr.err = fmt.Errorf("%s: pack %s: read %d bytes at offset %d, want %d", where(rn.chunks[0].offsets[0]),
+			rn.pack.Short(), len(data), rn.start, rn.end-rn.start)
 	}
-	for _, c := range rn.chunks {
+	return lr
+}
+
+// runWriter opens the chunks of loaded runs and writes them. Each worker
+// has its own, and with it buffers that serve every chunk it opens.
+type runWriter struct {
+	s        *Store
+	w        io.WriterAt
+	where    func(int64) string
+	progress func(int64)
+	scratch  pack.OpenScratch
+}
+
+func (rw *runWriter) write(ctx context.Context, lr loadedRun) error {
+	if lr.err != nil {
+		return lr.err
+	}
+	for _, c := range lr.chunks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var plain []byte
-		if moved {
-			plain, err = s.loadBlob(ctx, c.loc.ID)
+		var err error
+		if lr.moved {
+			plain, err = rw.s.loadBlob(ctx, c.loc.ID)
 		} else {
-			off := int64(c.loc.Offset) - rn.start
-			plain, err = s.codec.Open(c.loc.Entry, data[off:off+int64(c.loc.Length)])
+			off := int64(c.loc.Offset) - lr.start
+			plain, err = rw.s.codec.OpenTo(c.loc.Entry, lr.data[off:off+int64(c.loc.Length)], &rw.scratch)
 		}
 		if err != nil {
-			return fmt.Errorf("%s: pack %s: %w", where(c.offsets[0]), rn.pack.Short(), err)
+			return fmt.Errorf("%s: pack %s: %w", rw.where(c.offsets[0]), lr.pack.Short(), err)
 		}
 		for _, o := range c.offsets {
-			if _, err := w.WriteAt(plain, o); err != nil {
+			if _, err := rw.w.WriteAt(plain, o); err != nil {
 				return fmt.Errorf("write at offset %d: %w", o, err)
 			}
-			progress(int64(len(plain)))
+			rw.progress(int64(len(plain)))
 		}
 	}
 	return nil

@@ -30,7 +30,10 @@ func NewCodec(k *crypto.Key, level zstd.EncoderLevel) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlob))
+	// The cap limit stops a frame that claims more than the index says
+	// before it is decoded.
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlob),
+		zstd.WithDecodeAllCapLimit(true))
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
@@ -61,19 +64,40 @@ func (c *Codec) Seal(t blob.Type, id blob.ID, plain []byte, sc *Scratch) (Entry,
 	return e, sc.sealed
 }
 
+// decodeSlack is room left after a blob's plaintext: zstd's fast path may
+// write up to 32 bytes beyond what it decodes, and takes its slow path
+// when it has no such room.
+const decodeSlack = 64
+
+// OpenScratch holds a goroutine's buffers for OpenTo, so that opening a
+// stream of blobs makes no garbage.
+type OpenScratch struct{ body, plain []byte }
+
 // Open authenticates, decrypts and decompresses a sealed blob, and checks
 // that its plaintext hashes to its ID.
-func (c *Codec) Open(e Entry, sealed []byte) ([]byte, error) {
+func (c *Codec) Open(e Entry, sealed []byte) ([]byte, error) { return c.OpenTo(e, sealed, nil) }
+
+// OpenTo is Open into sc's buffers: the plaintext is valid until sc's next
+// use. A nil sc allocates.
+func (c *Codec) OpenTo(e Entry, sealed []byte, sc *OpenScratch) ([]byte, error) {
 	if e.RawLength > MaxBlob {
 		return nil, fmt.Errorf("blob %s: length %d exceeds the limit", e.ID.Short(), e.RawLength)
 	}
-	body, err := c.key.Open(nil, sealed, BlobAD(e.Type, e.ID))
+	if sc == nil {
+		sc = &OpenScratch{}
+	}
+	body, err := c.key.Open(sc.body[:0], sealed, BlobAD(e.Type, e.ID))
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", e.ID.Short(), err)
 	}
+	sc.body = body
 	plain := body
 	if e.Compressed {
-		plain, err = c.dec.DecodeAll(body, make([]byte, 0, e.RawLength))
+		need := int(e.RawLength) + decodeSlack
+		if cap(sc.plain) < need {
+			sc.plain = make([]byte, 0, need)
+		}
+		plain, err = c.dec.DecodeAll(body, sc.plain[:0:need])
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: decompress: %w", e.ID.Short(), err)
 		}

@@ -25,11 +25,19 @@ type bulwark struct {
 	Origin string // where Bin came from, for the report
 	Store  string
 	Chunks *chunkParams // non-nil: pass the hidden --chunk-* flags to store init
+	// Label names a second Bulwark measured beside the first (a build of
+	// an earlier commit, say); empty for the Bulwark under test.
+	Label string
 }
 
 const bulwarkPassword = "bulwark-bench-password"
 
-func (b *bulwark) Name() string { return "Bulwark" }
+func (b *bulwark) Name() string {
+	if b.Label != "" {
+		return b.Label
+	}
+	return "Bulwark"
+}
 
 func (b *bulwark) Version(ctx context.Context) string {
 	if v := firstLine(ctx, b.Bin, "version"); v != "unknown" {

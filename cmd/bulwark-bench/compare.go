@@ -95,6 +95,7 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	var cf commonFlags
 	cf.register(fs, 4<<30, 3<<29)
 	toolList := fs.String("tools", "bulwark,restic,borg", "comma-separated `tools` to measure")
+	baseline := fs.String("baseline", "", "a second Bulwark `binary` (a build of an earlier commit, say) measured beside the first as \"Bulwark baseline\"")
 	runs := fs.Int("runs", 3, "`number` of runs of the timed phases, each with fresh repositories; the tool order rotates from run to run")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: bulwark-bench compare [flags]\n\nMeasure Bulwark, restic and borg on the same disk image.\n\n")
@@ -126,6 +127,15 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	specs, err := toolSpecs(ctx, ws, cf.Bulwark, *toolList)
 	if err != nil {
 		return fmt.Errorf("compare: %w", err)
+	}
+	if *baseline != "" {
+		bin, err := filepath.Abs(*baseline)
+		if err != nil {
+			return fmt.Errorf("compare: %w", err)
+		}
+		specs = append(specs, toolSpec{"Bulwark baseline", func(dir string) backupTool {
+			return &bulwark{Bin: bin, Origin: "binary " + bin, Store: filepath.Join(dir, "bulwark-baseline-store"), Label: "Bulwark baseline"}
+		}})
 	}
 	c, err := compare(ctx, log, ws, itools, opt, specs, *runs)
 	if err != nil {
@@ -214,7 +224,8 @@ func compare(ctx context.Context, log *slog.Logger, ws *workspace, itools imageT
 	}
 	for _, s := range specs {
 		t := s.New(ws.Dir)
-		_, isBulwark := t.(*bulwark)
+		b, isBulwark := t.(*bulwark)
+		isBulwark = isBulwark && b.Label == "" // a baseline is compared with, like the others
 		c.Tools = append(c.Tools, &toolResults{Name: s.Name, Version: t.Version(ctx), Settings: t.Settings(), IsBulwark: isBulwark})
 	}
 	for run := range runs {

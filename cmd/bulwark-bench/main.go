@@ -17,7 +17,10 @@
 // incremental backup, restore verified bit-exact against the changed image,
 // store size) and prints wall-clock times, throughput, store sizes, peak RSS
 // and the ratios between the tools. The phases are repeated --runs times with
-// fresh repositories and the tool order rotated; times are medians.
+// fresh repositories and the tool order rotated; times are medians. With
+// --baseline, a second Bulwark binary (a build of an earlier commit) runs
+// through the same phases in the same runs, so that a change is measured
+// against what it replaces under the same load.
 //
 // chunksizes backs the same image up into one fresh Bulwark store per
 // chunk-size parameter set (--sets) and prints chunk counts, stored bytes and
