@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -93,17 +92,17 @@ func Compare(t testing.TB, fsys *fstree.FS, dir string, o CompareOptions) {
 		if o.Mode && g.Mode().Perm() != w.Mode().Perm() {
 			t.Errorf("%s: mode %v, want %v", p, g.Mode().Perm(), w.Mode().Perm())
 		}
-		st, _ := w.Sys().(*syscall.Stat_t)
-		if o.Owner && st != nil && (meta.UID != st.Uid || meta.GID != st.Gid || !meta.HasOwner) {
-			t.Errorf("%s: owner %d:%d (%v), want %d:%d", p, meta.UID, meta.GID, meta.HasOwner, st.Uid, st.Gid)
+		st, hasStat := statOf(w)
+		if o.Owner && hasStat && (meta.UID != st.uid || meta.GID != st.gid || !meta.HasOwner) {
+			t.Errorf("%s: owner %d:%d (%v), want %d:%d", p, meta.UID, meta.GID, meta.HasOwner, st.uid, st.gid)
 		}
 		if o.Mtime > 0 && !w.IsDir() && g.ModTime().Sub(w.ModTime()).Abs() >= o.Mtime {
 			t.Errorf("%s: mtime %v, want %v", p, g.ModTime(), w.ModTime())
 		}
-		if o.Links && st != nil && st.Nlink > 1 && !w.IsDir() {
-			first, seen := srcInodes[st.Ino]
+		if o.Links && hasStat && st.nlink > 1 && !w.IsDir() {
+			first, seen := srcInodes[st.ino]
 			if !seen {
-				srcInodes[st.Ino] = p
+				srcInodes[st.ino] = p
 				inodes[meta.Inode] = p
 			} else if inodes[meta.Inode] != first {
 				t.Errorf("%s: inode %d, want the inode of its hard link %s", p, meta.Inode, first)
