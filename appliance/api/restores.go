@@ -76,15 +76,9 @@ func (s *Server) restoreTask(c *call, kind string, p *chunkstore.Point, vcenter,
 
 func (s *Server) restoreVM(w http.ResponseWriter, r *http.Request, c *call) (any, error) {
 	var req VMRestoreRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	p, err := s.point(r, c)
+	p, err := s.vmPoint(r, c, &req)
 	if err != nil {
 		return nil, err
-	}
-	if len(p.VMConfig) == 0 {
-		return nil, errBadRequest("point %s holds no VM configuration: restore its disks", p.ID.Short())
 	}
 	if err := checkTransport(req.Transport); err != nil {
 		return nil, err
@@ -142,15 +136,9 @@ func (s *Server) restoreDisk(w http.ResponseWriter, r *http.Request, c *call) (a
 
 func (s *Server) rehearse(w http.ResponseWriter, r *http.Request, c *call) (any, error) {
 	var req RehearsalRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	p, err := s.point(r, c)
+	p, err := s.vmPoint(r, c, &req)
 	if err != nil {
 		return nil, err
-	}
-	if len(p.VMConfig) == 0 {
-		return nil, errBadRequest("point %s holds no VM configuration to rehearse", p.ID.Short())
 	}
 	wait := 10 * time.Minute
 	switch {
@@ -165,6 +153,22 @@ func (s *Server) rehearse(w http.ResponseWriter, r *http.Request, c *call) (any,
 	return s.restoreTask(c, "rehearse", p, req.VCenter, req.Name, func(ctx context.Context, h restore.Hypervisor, o restore.Options) (any, error) {
 		return restore.Rehearse(ctx, s.d.Store, p.ID, h, req.NewVM, wait, req.Keep, o)
 	})
+}
+
+// vmPoint decodes a request to restore a VM and finds its point, which
+// must hold a VM's configuration.
+func (s *Server) vmPoint(r *http.Request, c *call, req any) (*chunkstore.Point, error) {
+	if err := decode(r, req); err != nil {
+		return nil, err
+	}
+	p, err := s.point(r, c)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.VMConfig) == 0 {
+		return nil, errBadRequest("point %s holds no VM configuration (an image backup): restore its disks", p.ID.Short())
+	}
+	return p, nil
 }
 
 func checkTransport(t string) error {
