@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -404,7 +405,9 @@ func TestRestoreOverOriginalInterrupted(t *testing.T) {
 		switch {
 		case err == nil && !on:
 			t.Errorf("run %d: finished with CBT off", i)
-		case err != nil && on:
+		case err != nil && on && !strings.Contains(err.Error(), "tracking of vm01 on"):
+			// Only turning CBT on, after every write, may be cut short
+			// and still take effect.
 			t.Errorf("run %d: cut short (%v) with CBT on", i, err)
 		case err != nil:
 			cut++

@@ -122,15 +122,21 @@ func TestCrashVMBackup(t *testing.T) {
 	t.Logf("first backup: %.2fs", full.Seconds())
 
 	killed, cleaned := 0, 0
+	// Kills land at most this long after the snapshot appears. An
+	// incremental is quicker than the full backup it is first set from,
+	// and a busy machine changes both: a backup that outran its kill
+	// halves it.
+	span := full / 2
 	for i := 0; killed < vmCrashKills && i < 3*vmCrashKills; i++ {
 		guestWrites()
 		sums := diskSums()
 		// Kill once the snapshot exists, at a random moment after: while
 		// reading, while committing, or as the snapshot is removed.
-		extra := time.Duration(rng.Int64N(int64(full/2) + 1))
+		extra := time.Duration(rng.Int64N(int64(span) + 1))
 		res := gcRunChild(t, gcKill{event: func(int) bool { return l.Snapshots() > 0 }, extra: extra}, args...)
 		if !res.killed {
 			record(res, sums)
+			span = max(span/2, time.Millisecond)
 			continue
 		}
 		killed++
