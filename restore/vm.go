@@ -61,6 +61,9 @@ type VM interface {
 	// them.
 	Disks() []int64
 	PoweredOff(ctx context.Context) (bool, error)
+	// Annotate sets the VM's notes: a new VM says it is being restored
+	// until the restore is done.
+	Annotate(ctx context.Context, note string) error
 	// AddDisk adds a new empty thin disk on a datastore (the VM's own when
 	// empty) and returns its index among the VM's disks.
 	AddDisk(ctx context.Context, capacity int64, datastore string) (int, error)

@@ -105,6 +105,11 @@ func ToNewVM(ctx context.Context, store *chunkstore.Store, point blob.ID, h Hype
 		}
 		res.Disks = append(res.Disks, d)
 	}
+	note := fmt.Sprintf("Restored by Bulwark on %s from point %s of %s, taken %s.", time.Now().UTC().Format(time.RFC3339),
+		point.Short(), p.Source.VMName, p.Time.UTC().Format(time.RFC3339))
+	if err := vm.Annotate(ctx, note); err != nil {
+		return nil, err
+	}
 	if spec.PowerOn {
 		if err := vm.PowerOn(ctx); err != nil {
 			return nil, err

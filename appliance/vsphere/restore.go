@@ -88,7 +88,10 @@ func (t *RestoreTarget) CreateVM(ctx context.Context, config json.RawMessage, ca
 	cs := types.VirtualMachineConfigSpec{
 		Name: spec.Name, GuestId: info.GuestId, NumCPUs: info.Hardware.NumCPU, MemoryMB: int64(info.Hardware.MemoryMB),
 		NumCoresPerSocket: info.Hardware.NumCoresPerSocket, Firmware: info.Firmware, Version: info.Version, DeviceChange: changes,
-		Annotation: fmt.Sprintf("Restored by Bulwark from a backup of %s on %s.", info.Name, time.Now().UTC().Format(time.RFC3339)),
+		// Until the restore marks it done, the VM says what it is, so that
+		// one left by a restore that was killed can be told apart.
+		Annotation: fmt.Sprintf("Bulwark restore IN PROGRESS since %s (a backup of %s). If no restore is running, this VM is incomplete: delete it.",
+			time.Now().UTC().Format(time.RFC3339), info.Name),
 		Files:      &types.VirtualMachineFileInfo{VmPathName: "[" + p.dsName + "]"},
 	}
 	task, err := p.folder.CreateVM(ctx, cs, p.pool, p.host)
@@ -342,6 +345,18 @@ func (v *restoreVM) disk(i int) (*types.VirtualDisk, error) {
 		return nil, fmt.Errorf("VM %s has no disk %d", v.Name(), i)
 	}
 	return disks[i], nil
+}
+
+// Annotate sets the VM's notes.
+func (v *restoreVM) Annotate(ctx context.Context, note string) error {
+	task, err := v.obj.Reconfigure(ctx, types.VirtualMachineConfigSpec{Annotation: note})
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("annotate %s: %s", v.Name(), faultText(err))
+	}
+	return nil
 }
 
 // AddDisk adds a thin disk on the VM's first SCSI controller, named after

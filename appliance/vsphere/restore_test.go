@@ -116,6 +116,9 @@ func TestRestoreToNewVM(t *testing.T) {
 			}
 			r.requireDisksMatch(t, name, point.ID)
 			got := r.config(t, types.ManagedObjectReference{Type: "VirtualMachine", Value: out.MoRef})
+			if !strings.HasPrefix(got.Annotation, "Restored by Bulwark") || !strings.Contains(got.Annotation, point.ID.Short()) {
+				t.Errorf("notes %q, want the restore's", got.Annotation)
+			}
 			if got.GuestId != orig.GuestId || got.Hardware.NumCPU != orig.Hardware.NumCPU || got.Hardware.MemoryMB != orig.Hardware.MemoryMB {
 				t.Errorf("config %s/%d CPUs/%d MB, want %s/%d/%d", got.GuestId, got.Hardware.NumCPU, got.Hardware.MemoryMB,
 					orig.GuestId, orig.Hardware.NumCPU, orig.Hardware.MemoryMB)
@@ -428,4 +431,30 @@ func TestRestoreOverOriginalInterrupted(t *testing.T) {
 		t.Errorf("the backup after the restores read %v whole, want disk 0", next.FullReads)
 	}
 	t.Logf("%d of 12 restores cut short, each leaving CBT off", cut)
+}
+
+// TestRestoreToNewVMCancelled cancels a restore while it writes a disk:
+// the half-restored VM is removed, not left looking like a VM.
+func TestRestoreToNewVMCancelled(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, lab.Options{VMs: 1, Disks: 2, DiskSize: 64 << 20})
+	res, err := r.c.BackupVM(ctx, r.store, r.vmRef(t, "vm01"), vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := r.c.RestoreTarget(nil)
+	before := len(r.lab.VMs())
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err = restore.ToNewVM(cctx, r.store, res.Point.ID, target, restore.NewVM{Name: "vm01-cut"},
+		restore.Options{Progress: func(disk int, done, total int64) { cancel() }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled restore: %v, want context.Canceled", err)
+	}
+	if _, err := target.FindVM(ctx, "vm01-cut"); err == nil {
+		t.Error("the cancelled restore's VM is still in vCenter")
+	}
+	if n := len(r.lab.VMs()); n != before {
+		t.Errorf("%d lab VMs, want %d", n, before)
+	}
 }
