@@ -92,7 +92,7 @@ func (t *RestoreTarget) CreateVM(ctx context.Context, config json.RawMessage, ca
 		// one left by a restore that was killed can be told apart.
 		Annotation: fmt.Sprintf("Bulwark restore IN PROGRESS since %s (a backup of %s). If no restore is running, this VM is incomplete: delete it.",
 			time.Now().UTC().Format(time.RFC3339), info.Name),
-		Files:      &types.VirtualMachineFileInfo{VmPathName: "[" + p.dsName + "]"},
+		Files: &types.VirtualMachineFileInfo{VmPathName: "[" + p.dsName + "]"},
 	}
 	task, err := p.folder.CreateVM(ctx, cs, p.pool, p.host)
 	if err != nil {
