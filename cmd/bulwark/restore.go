@@ -79,23 +79,29 @@ func (a *app) openSession(ctx context.Context, f *restoreFlags, purpose string) 
 		}
 		hotAdd = c.HotAdd(types.ManagedObjectReference{Type: "VirtualMachine", Value: av.MoRef}, openAttachedDevice)
 	}
-	bars := &diskBars{a: a, bars: map[int]*progress{}}
+	bars := a.diskBars("")
 	return &session{store: s, client: c, target: c.RestoreTarget(hotAdd), bars: bars,
 		opts: restore.Options{Transport: f.transport, Progress: bars.update, Log: a.log}}, nil
 }
 
-// diskBars shows one progress bar per disk being written.
+// diskBars shows one progress bar per disk being read or written. Its
+// update may be called from many goroutines.
 type diskBars struct {
-	a    *app
-	mu   sync.Mutex
-	bars map[int]*progress
+	a      *app
+	prefix string
+	mu     sync.Mutex
+	bars   map[int]*progress
+}
+
+func (a *app) diskBars(prefix string) *diskBars {
+	return &diskBars{a: a, prefix: prefix, bars: map[int]*progress{}}
 }
 
 func (d *diskBars) update(disk int, done, total int64) {
 	d.mu.Lock()
 	b := d.bars[disk]
 	if b == nil {
-		b = newProgress(d.a.stderr, fmt.Sprintf("disk %d", disk))
+		b = newProgress(d.a.stderr, fmt.Sprintf("%sdisk %d", d.prefix, disk))
 		d.bars[disk] = b
 	}
 	d.mu.Unlock()

@@ -97,20 +97,12 @@ earlier, killed backup into this store left on the VM are removed first.`,
 			default:
 				return fmt.Errorf("--transport %q: http or hotadd", transport)
 			}
-			bars := map[int]*progress{}
-			opts.Progress = func(disk int, done, total int64) {
-				b := bars[disk]
-				if b == nil {
-					b = newProgress(a.stderr, fmt.Sprintf("%s disk %d", vm.Name, disk))
-					bars[disk] = b
-				}
-				b.update(done, total)
-			}
+			// Disks report from the goroutines that chunk them.
+			bars := a.diskBars(vm.Name + " ")
+			opts.Progress = bars.update
 			start := time.Now()
 			res, err := c.BackupVM(ctx, s, ref, opts)
-			for _, b := range bars {
-				b.finish()
-			}
+			bars.finish()
 			if res != nil {
 				for _, w := range res.Warnings {
 					fmt.Fprintf(a.stderr, "warning: %s\n", w)
