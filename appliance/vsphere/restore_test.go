@@ -22,6 +22,16 @@ import (
 	"github.com/bulwarkbackup/bulwark/restore"
 )
 
+// backup backs a VM up and returns what the backup made.
+func (r *rig) backup(t *testing.T, ref types.ManagedObjectReference) *vsphere.BackupResult {
+	t.Helper()
+	res, err := r.c.BackupVM(context.Background(), r.store, ref, vsphere.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // restoreTarget is the rig's vCenter as a restore target, with hot-add
 // through the lab's appliance VM.
 func (r *rig) restoreTarget(t *testing.T) *vsphere.RestoreTarget {
@@ -95,10 +105,7 @@ func TestRestoreToNewVM(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 1, Disks: 2, DiskSize: 64 << 20, ApplianceVM: true})
 	ref := r.vmRef(t, "vm01")
-	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := r.backup(t, ref)
 	point := res.Point
 	target := r.restoreTarget(t)
 	orig := r.config(t, ref)
@@ -161,10 +168,7 @@ func TestRestoreOverOriginal(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 1, Disks: 1, DiskSize: 64 << 20, ApplianceVM: true})
 	ref := r.vmRef(t, "vm01")
-	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := r.backup(t, ref)
 	point := res.Point
 	target := r.restoreTarget(t)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -262,10 +266,7 @@ func TestRehearsal(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 1, Disks: 1, DiskSize: 64 << 20})
 	ref := r.vmRef(t, "vm01")
-	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := r.backup(t, ref)
 	target := r.c.RestoreTarget(nil)
 	before := len(r.lab.VMs())
 	reh, err := restore.Rehearse(ctx, r.store, res.Point.ID, target, restore.NewVM{Name: "vm01-rehearsal"}, time.Minute, false, restore.Options{})
@@ -301,10 +302,7 @@ func TestRehearsal(t *testing.T) {
 func TestRestoreDiskToVM(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 2, Disks: 2, DiskSize: 64 << 20, ApplianceVM: true})
-	res, err := r.c.BackupVM(ctx, r.store, r.vmRef(t, "vm01"), vsphere.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := r.backup(t, r.vmRef(t, "vm01"))
 	target := r.restoreTarget(t)
 	r.powerOff(t, r.vmRef(t, "vm02")) // hot-add writes only to a powered-off VM's disks
 	for n, transport := range []string{restore.TransportHTTP, restore.TransportHotAdd} {
@@ -334,10 +332,7 @@ func TestRestoreDiskToVM(t *testing.T) {
 func TestRestoreDiskToDatastore(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 1, Disks: 2, DiskSize: 64 << 20})
-	res, err := r.c.BackupVM(ctx, r.store, r.vmRef(t, "vm01"), vsphere.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := r.backup(t, r.vmRef(t, "vm01"))
 	path := "[LocalDS_0] restored/vm01-disk1.vmdk"
 	out, err := restore.DiskToDatastore(ctx, r.store, res.Point.ID, 1, r.c.RestoreTarget(nil), path, restore.Options{})
 	if err != nil {
@@ -373,10 +368,7 @@ func TestRestoreOverOriginalInterrupted(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 1, Disks: 1, DiskSize: 64 << 20, ApplianceVM: true})
 	ref := r.vmRef(t, "vm01")
-	res, err := r.c.BackupVM(ctx, r.store, ref, vsphere.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := r.backup(t, ref)
 	target := r.restoreTarget(t)
 	r.powerOff(t, ref)
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -438,15 +430,12 @@ func TestRestoreOverOriginalInterrupted(t *testing.T) {
 func TestRestoreToNewVMCancelled(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, lab.Options{VMs: 1, Disks: 2, DiskSize: 64 << 20})
-	res, err := r.c.BackupVM(ctx, r.store, r.vmRef(t, "vm01"), vsphere.BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := r.backup(t, r.vmRef(t, "vm01"))
 	target := r.c.RestoreTarget(nil)
 	before := len(r.lab.VMs())
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	_, err = restore.ToNewVM(cctx, r.store, res.Point.ID, target, restore.NewVM{Name: "vm01-cut"},
+	_, err := restore.ToNewVM(cctx, r.store, res.Point.ID, target, restore.NewVM{Name: "vm01-cut"},
 		restore.Options{Progress: func(disk int, done, total int64) { cancel() }})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled restore: %v, want context.Canceled", err)

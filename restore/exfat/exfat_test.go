@@ -170,38 +170,7 @@ func TestFragmented(t *testing.T) {
 
 func contentsOf(t *testing.T, fsys *fstree.FS, name string) *fatchain.File {
 	t.Helper()
-	r := fsys.Reader().(*Reader)
-	ra, err := r.Contents(lookup(t, fsys, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := ra.(*fatchain.File)
-	if _, err := io.ReadAll(io.NewSectionReader(f, 0, f.Size())); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-// lookup finds a node of the root directory.
-func lookup(t *testing.T, fsys *fstree.FS, name string) fstree.Node {
-	t.Helper()
-	r := fsys.Reader()
-	root, _ := r.Root()
-	entries, err := r.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name == name {
-			n, err := e.Load()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("%s not in the root", name)
-	return nil
+	return fstreetest.Contents(t, fsys, name).(*fatchain.File)
 }
 
 func TestMeta(t *testing.T) {

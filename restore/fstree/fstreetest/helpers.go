@@ -135,3 +135,38 @@ func WantCorrupt(t testing.TB, what string, err error) {
 		t.Errorf("%s: %v, want an error wrapping ErrCorrupt", what, err)
 	}
 }
+
+// Contents returns the reader's own io.ReaderAt of a file in the root
+// directory of fsys, read through once, so that a test can look at how the
+// reader mapped it.
+func Contents(t testing.TB, fsys *fstree.FS, name string) io.ReaderAt {
+	t.Helper()
+	r := fsys.Reader()
+	root, err := r.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := r.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name != name {
+			continue
+		}
+		n, err := e.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ra, err := r.Contents(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(io.NewSectionReader(ra, 0, n.Meta().Size)); err != nil {
+			t.Fatal(err)
+		}
+		return ra
+	}
+	t.Fatalf("%s not in the root", name)
+	return nil
+}
